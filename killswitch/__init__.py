@@ -1,0 +1,1 @@
+"""killswitch: an emergency kill-switch control plane for AI model access."""

@@ -1,0 +1,3 @@
+from killswitch.cli import main
+
+main()

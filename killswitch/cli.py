@@ -1,0 +1,544 @@
+"""The ``killswitch`` command. Thin: parse, call the engine, render, exit with the code.
+
+Nothing here imports a provider or a cloud SDK at start-up: ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import socket
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, NoReturn, TypeVar
+
+import click
+
+from killswitch.domain import Action, Plan, Report
+from killswitch.errors import ExitCode, KillswitchError, UsageError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_FOR_STATUS = {
+    "ok": ExitCode.OK,
+    "in-sync": ExitCode.OK,
+    "nothing-to-do": ExitCode.OK,
+    "already-done": ExitCode.OK,
+    "complete": ExitCode.OK,
+    "changes-pending": ExitCode.PENDING,
+    "drift": ExitCode.PENDING,
+    "partial": ExitCode.PARTIAL,
+    "running": ExitCode.PARTIAL,
+    "unreadable": ExitCode.PARTIAL,
+    "awaiting-approval": ExitCode.AWAITING_APPROVAL,
+}
+
+
+@dataclass
+class Session:
+    """What every command needs: where the inventory is, who acts, how to print."""
+
+    inventory_path: str | None
+    actor: str | None
+    concurrency: int | None
+    output: str = "table"
+
+    def load(self) -> Any:
+        from killswitch import inventory
+
+        return inventory.load(inventory.resolve_path(self.inventory_path))
+
+    def who(self) -> str:
+        actor = self.actor or os.environ.get("KILLSWITCH_ACTOR")
+        if not actor:
+            actor = f"{getpass.getuser()}@{socket.gethostname()}"
+        if len(actor) > 128 or any(ord(c) < 32 for c in actor) or not actor.strip():
+            raise UsageError("--actor: 1-128 printable characters")
+        return actor
+
+
+def session_options(fn: F) -> F:
+    """--inventory, --actor and --output, accepted after the command name too."""
+
+    def remember(attr: str) -> Callable[[click.Context, click.Parameter, Any], Any]:
+        def callback(ctx: click.Context, _param: click.Parameter, value: Any) -> Any:
+            if value is not None:
+                setattr(ctx.find_object(Session), attr, value)
+            return value
+
+        return callback
+
+    fn = click.option(
+        "--inventory",
+        "-i",
+        "inventory_path",
+        metavar="PATH",
+        expose_value=False,
+        callback=remember("inventory_path"),
+        help="Inventory file (default: $KILLSWITCH_INVENTORY or ./killswitch.yaml).",
+    )(fn)
+    fn = click.option(
+        "--actor",
+        expose_value=False,
+        callback=remember("actor"),
+        help="Who acts (default: $KILLSWITCH_ACTOR or user@host).",
+    )(fn)
+    fn = click.option(
+        "--output",
+        "-o",
+        type=click.Choice(["table", "json"]),
+        expose_value=False,
+        callback=remember("output"),
+        help="table (default) or json on stdout.",
+    )(fn)
+    return fn
+
+
+def selector_options(fn: F) -> F:
+    for decorator in reversed(
+        [
+            click.option(
+                "--model",
+                "-m",
+                "models",
+                multiple=True,
+                metavar="NAME",
+                help="Model name or glob; 'all'; '!glob' excludes. Repeatable.",
+            ),
+            click.option(
+                "--region",
+                "-r",
+                "regions",
+                multiple=True,
+                metavar="REGION",
+                help="Region name or glob ('eu-*'); 'all'; '!us-*' excludes. Repeatable.",
+            ),
+            click.option(
+                "--provider",
+                "-p",
+                "providers",
+                multiple=True,
+                metavar="NAME",
+                help="Provider instance or type. Repeatable.",
+            ),
+            click.option(
+                "--target",
+                "target_globs",
+                multiple=True,
+                metavar="GLOB",
+                help="Glob over target ids (aws:aws-prod/eu-west-1/ssm-flag/mythos-5).",
+            ),
+            click.option("--scope", "-s", metavar="NAME", help="A named scope from the inventory."),
+        ]
+    ):
+        fn = decorator(fn)
+    return fn
+
+
+def make_selector(
+    models: tuple[str, ...],
+    regions: tuple[str, ...],
+    providers: tuple[str, ...],
+    target_globs: tuple[str, ...],
+    scope: str | None,
+) -> Any:
+    from killswitch.selectors import Selector
+
+    return Selector(models, regions, providers, target_globs, scope)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option(
+    "--inventory",
+    "-i",
+    "inventory_path",
+    metavar="PATH",
+    help="Inventory file (default: $KILLSWITCH_INVENTORY or ./killswitch.yaml).",
+)
+@click.option("--actor", help="Who acts (default: $KILLSWITCH_ACTOR or user@host).")
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 512),
+    metavar="N",
+    help="Parallel provider calls (1 = serial, for debugging).",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default=lambda: os.environ.get("KILLSWITCH_LOG_LEVEL", "warning"),
+    show_default="warning",
+    help="Logs go to stderr (JSON when not a terminal).",
+)
+@click.version_option(package_name="killswitch")
+@click.pass_context
+def cli(
+    ctx: click.Context,
+    inventory_path: str | None,
+    actor: str | None,
+    concurrency: int | None,
+    log_level: str,
+) -> None:
+    """Revoke, restrict or restore AI model access everywhere, in one verified operation.
+
+    \b
+    Exit codes: 0 ok · 2 changes pending / drift · 3 partial · 4 locked ·
+                5 awaiting approval · 64 usage or inventory error · 1 unexpected
+    """
+    from killswitch import logs
+
+    logs.configure(log_level)
+    ctx.obj = Session(inventory_path, actor, concurrency)
+
+
+# -- helpers ------------------------------------------------------------------
+
+
+def _switch(session: Session, *, progress: bool = False) -> Any:
+    from killswitch import render
+    from killswitch.engine import Switch
+    from killswitch.state import open_store
+
+    inventory = session.load()
+    store = open_store(inventory.state_url)
+    on_step = None
+    if progress and session.output == "table" and sys.stderr.isatty():
+        on_step = lambda target, step: render.step_line(target, step, sys.stderr)  # noqa: E731
+    return Switch(inventory, store, session.who(), concurrency=session.concurrency, on_step=on_step)
+
+
+def _confirmer(yes: bool) -> Callable[[Plan], None]:
+    def confirm(plan: Plan) -> None:
+        from killswitch import render
+
+        if yes:
+            return
+        if not sys.stdin.isatty():
+            raise UsageError(
+                f"{plan.action.value} changes {len(plan.pending)} targets; "
+                "not a terminal, so nothing asks: add --yes to go ahead (nothing was changed)"
+            )
+        render.plan_preview(plan, sys.stderr)
+        if not click.confirm(f"{plan.action.value} now?", default=False, err=True):
+            raise UsageError("not confirmed; nothing was changed")
+
+    return confirm
+
+
+def _finish(session: Session, report: Report, title: str) -> int:
+    from killswitch import render
+
+    if session.output == "json":
+        render.emit_json(render.report_json(report))
+    else:
+        render.report_table(report, title)
+    return int(EXIT_FOR_STATUS.get(report.status, ExitCode.ERROR))
+
+
+# -- commands ---------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("action", type=click.Choice([a.value for a in Action]))
+@selector_options
+@click.option(
+    "--audience",
+    "-a",
+    multiple=True,
+    metavar="NAME",
+    help="With restrict: who keeps access (repeatable).",
+)
+@session_options
+@click.pass_obj
+def plan(session: Session, /, action: str, audience: tuple[str, ...], **picks: Any) -> int:
+    """Show what ACTION would change. Exit 0: nothing to change; 2: changes pending."""
+    from killswitch.engine import plan_rows
+
+    switch = _switch(session)
+    result = switch.plan(Action(action), make_selector(**picks), audience)
+    status = "changes-pending" if result.pending else "in-sync"
+    if result.unreadable and not result.pending:
+        status = "unreadable"
+    return _finish(session, Report(None, status, plan_rows(result)), f"plan: {action}")
+
+
+def _change_command(action: Action) -> Callable[..., int]:
+    def command(
+        session: Session,
+        reason: str,
+        ticket: str | None,
+        yes: bool,
+        dry_run: bool,
+        idempotency_key: str | None,
+        audience: tuple[str, ...] = (),
+        **picks: Any,
+    ) -> int:
+        selector = make_selector(**picks)
+        switch = _switch(session, progress=True)
+        if dry_run:
+            from killswitch.engine import plan_rows
+
+            result = switch.plan(action, selector, audience)
+            status = "changes-pending" if result.pending else "in-sync"
+            return _finish(
+                session, Report(None, status, plan_rows(result)), f"dry run: {action.value}"
+            )
+        report = switch.change(
+            action,
+            selector,
+            audience=audience,
+            reason=reason,
+            ticket=ticket,
+            idempotency_key=idempotency_key,
+            confirm=_confirmer(yes),
+        )
+        return _finish(session, report, f"{action.value}")
+
+    return command
+
+
+def _change_options(fn: F) -> F:
+    decorators: list[Callable[[Any], Any]] = [
+        selector_options,
+        click.option("--reason", required=True, help="Why (audit log and the flag)."),
+        click.option("--ticket", metavar="ID", help="Incident or change ticket."),
+        click.option("--yes", "-y", is_flag=True, help="Do not ask (required when not a TTY)."),
+        click.option(
+            "--dry-run",
+            is_flag=True,
+            help="Only plan: exit 0 nothing to change, 2 changes pending.",
+        ),
+        click.option(
+            "--idempotency-key",
+            metavar="KEY",
+            help="Same key → same op: a retried call resumes or reports it.",
+        ),
+        session_options,
+        click.pass_obj,
+    ]
+    for decorator in reversed(decorators):
+        fn = decorator(fn)
+    return fn
+
+
+revoke = cli.command(
+    "revoke",
+    help="Revoke access to the selected models. Never waits for approvals.",
+)(_change_options(_change_command(Action.REVOKE)))
+
+restrict = cli.command(
+    "restrict",
+    help="Restrict access to the named audiences (--audience). Never waits for approvals.",
+)(
+    click.option(
+        "--audience",
+        "-a",
+        multiple=True,
+        required=True,
+        metavar="NAME",
+        help="Who keeps access (repeatable).",
+    )(_change_options(_change_command(Action.RESTRICT)))
+)
+
+restore = cli.command(
+    "restore",
+    help="Open access again. Needs policy.restore.approvals distinct people; "
+    "exits 5 with the op id until `approve` completes it.",
+)(_change_options(_change_command(Action.RESTORE)))
+
+
+@cli.command()
+@click.argument("op_id")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask before applying.")
+@session_options
+@click.pass_obj
+def approve(session: Session, /, op_id: str, yes: bool) -> int:
+    """Approve a restore; once enough people approved, it applies."""
+    switch = _switch(session, progress=True)
+    return _finish(session, switch.approve(op_id, confirm=_confirmer(yes)), f"approve {op_id}")
+
+
+@cli.command()
+@selector_options
+@session_options
+@click.pass_obj
+def status(session: Session, /, **picks: Any) -> int:
+    """Observed posture of every selected target (all, by default)."""
+    switch = _switch(session)
+    return _finish(session, switch.status(make_selector(**picks)), "status")
+
+
+@cli.command()
+@selector_options
+@session_options
+@click.pass_obj
+def drift(session: Session, /, **picks: Any) -> int:
+    """Compare the ledger with what providers say. Exit 2 on drift, 3 if unreadable."""
+    switch = _switch(session)
+    return _finish(session, switch.drift(make_selector(**picks)), "drift")
+
+
+@cli.group()
+def ops() -> None:
+    """Operations: list, show, resume."""
+
+
+@ops.command("list")
+@click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
+@session_options
+@click.pass_obj
+def ops_list(session: Session, /, limit: int) -> int:
+    """Recent operations, newest first."""
+    from killswitch import render
+    from killswitch.state import open_store
+
+    store = open_store(session.load().state_url)
+    found = store.list_ops(limit)
+    if session.output == "json":
+        render.emit_json({"ops": [render.op_json(op) for op in found]})
+    else:
+        render.ops_table(found)
+    return 0
+
+
+@ops.command("show")
+@click.argument("op_id")
+@session_options
+@click.pass_obj
+def ops_show(session: Session, /, op_id: str) -> int:
+    """One operation and the latest step of each of its targets."""
+    switch = _switch(session)
+    op = switch.store.get_op(op_id)
+    report = switch.op_report(op_id)
+    if session.output == "json":
+        from killswitch import render
+
+        data = render.report_json(report)
+        data["operation"] = render.op_json(op)
+        data["approvals"] = switch.store.approvals(op_id)
+        render.emit_json(data)
+        return int(EXIT_FOR_STATUS.get(report.status, ExitCode.ERROR))
+    title = f"{op.action.value} → {op.desired} by {op.actor}: {op.reason}"
+    return _finish(session, report, title)
+
+
+@ops.command("resume")
+@click.argument("op_id")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask before applying.")
+@session_options
+@click.pass_obj
+def ops_resume(session: Session, /, op_id: str, yes: bool) -> int:
+    """Finish a partial or interrupted op (idempotent)."""
+    switch = _switch(session, progress=True)
+    return _finish(session, switch.resume(op_id, confirm=_confirmer(yes)), f"resume {op_id}")
+
+
+@cli.group()
+def audit() -> None:
+    """The hash-chained audit log."""
+
+
+@audit.command("list")
+@click.option("--limit", type=click.IntRange(1, 1_000_000), default=100, show_default=True)
+@session_options
+@click.pass_obj
+def audit_list(session: Session, /, limit: int) -> int:
+    """The newest audit events."""
+    from killswitch import render
+    from killswitch.state import open_store
+
+    events = open_store(session.load().state_url).audit_events()[-limit:]
+    if session.output == "json":
+        render.emit_json({"events": [render.audit_json(e) for e in events]})
+    else:
+        render.audit_table(events)
+    return 0
+
+
+@audit.command("verify")
+@session_options
+@click.pass_obj
+def audit_verify(session: Session, /) -> int:
+    """Recompute the hash chain. Exit 0 intact; 3 broken (edited, deleted or moved rows)."""
+    from killswitch import audit as chain
+    from killswitch import render
+    from killswitch.state import open_store
+
+    store = open_store(session.load().state_url)
+    events = store.audit_events()
+    problems = chain.verify(events, store.audit_head())
+    if session.output == "json":
+        render.emit_json({"intact": not problems, "events": len(events), "problems": problems})
+    elif problems:
+        click.echo(f"audit chain BROKEN ({len(events)} events):", err=False)
+        for p in problems:
+            click.echo(f"  {p}")
+    else:
+        click.echo(f"audit chain intact: {len(events)} events")
+    return int(ExitCode.PARTIAL if problems else ExitCode.OK)
+
+
+@cli.group("inventory")
+def inventory_group() -> None:
+    """The inventory file."""
+
+
+@inventory_group.command("validate")
+@session_options
+@click.pass_obj
+def inventory_validate(session: Session, /) -> int:
+    """Check the inventory; errors name file, line and field (exit 64)."""
+    from killswitch import render
+    from killswitch.selectors import all_targets
+
+    inv = session.load()
+    targets = all_targets(inv)
+    if session.output == "json":
+        render.emit_json(
+            {
+                "valid": True,
+                "path": str(inv.path),
+                "models": inv.models,
+                "providers": inv.provider_names,
+                "targets": len(targets),
+            }
+        )
+    else:
+        click.echo(f"{inv.path}: valid — {render.blast_radius(targets)}")
+    return 0
+
+
+# -- entry point ----------------------------------------------------------------
+
+
+def _fail(message: str, code: int) -> int:
+    color = sys.stderr.isatty() and "NO_COLOR" not in os.environ
+    click.secho(f"error: {message}", fg="red", err=True, color=color)
+    return code
+
+
+def main(argv: list[str] | None = None) -> NoReturn:
+    """Run the CLI and exit with a documented code; never a traceback for a known error."""
+    try:
+        code = cli.main(args=argv, prog_name="killswitch", standalone_mode=False)
+        code = int(code or 0)
+    except click.exceptions.NoArgsIsHelpError as exc:
+        click.echo(exc.ctx.get_help() if exc.ctx else "", err=False)
+        code = 0
+    except click.UsageError as exc:
+        exc.show()
+        code = ExitCode.USAGE
+    except click.exceptions.Exit as exc:
+        code = exc.exit_code
+    except click.Abort:
+        code = _fail("aborted; nothing more was changed", ExitCode.ERROR)
+    except KillswitchError as exc:
+        code = _fail(str(exc), exc.exit_code)
+    except KeyboardInterrupt:
+        code = _fail("interrupted; `killswitch ops list` shows what ran", ExitCode.ERROR)
+    except Exception as exc:
+        import structlog
+
+        structlog.get_logger("killswitch").exception("unexpected error")
+        code = _fail(f"unexpected error: {exc!r}", ExitCode.ERROR)
+    sys.exit(code)

@@ -1,0 +1,85 @@
+"""The contract between the engine and providers (Terraform-like).
+
+A provider is one small class that the registry loads by entry point; it turns
+its inventory entry into targets and hands out mechanisms. A mechanism is one
+lever: ``observe`` reads, ``apply`` converges. The engine decides success by
+observing again after ``apply``.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+from pydantic import BaseModel
+
+from killswitch.domain import Access, Observed, Posture, Target
+
+
+@dataclass(frozen=True)
+class ApplyContext:
+    """Why a change is made; mechanisms record it at the provider where they can."""
+
+    op_id: str
+    actor: str
+    reason: str
+    ticket: str | None
+    at: str
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One validation problem in a provider's inventory entry; ``loc`` is relative to it."""
+
+    loc: tuple[str | int, ...]
+    message: str
+
+
+@dataclass(frozen=True)
+class Permission:
+    """One permission a lever needs, e.g. ``ssm:PutParameter`` on a resource pattern."""
+
+    action: str
+    resource: str
+
+
+@runtime_checkable
+class Mechanism(Protocol):
+    name: ClassVar[str]  # "aws.ssm-flag"
+    supports: ClassVar[frozenset[Posture]]  # postures it can express
+    # Revoke applies lower waves first (edge flags before deeper levers); restore the reverse.
+    wave: ClassVar[int]
+    permissions: ClassVar[tuple[Permission, ...]]
+
+    def observe(self, target: Target) -> Observed:
+        """Read-only: the target's current posture."""
+        ...
+
+    def apply(self, target: Target, desired: Access, ctx: ApplyContext) -> None:
+        """Converge to ``desired``; idempotent, no write when already there."""
+        ...
+
+
+class Provider(Protocol):
+    """One provider instance from the inventory (e.g. ``aws-prod``)."""
+
+    type: ClassVar[str]
+    config_model: ClassVar[builtins.type[BaseModel]]
+    mechanism_names: ClassVar[frozenset[str]]
+
+    @classmethod
+    def check(cls, config: Any, models: Sequence[str]) -> list[Problem]:
+        """Provider-specific checks beyond the schema (region names, model ids)."""
+        ...
+
+    def __init__(self, name: str, config: Any, models: Mapping[str, Mapping[str, Any]]) -> None: ...
+
+    def targets(self) -> Sequence[Target]:
+        """Every target this instance controls (region x mechanism x model)."""
+        ...
+
+    def mechanism(self, name: str) -> Mechanism:
+        """The lever named ``name`` (as in the target id), built on first use."""
+        ...

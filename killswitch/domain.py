@@ -1,0 +1,219 @@
+"""The words of an incident, as small immutable values."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+
+# Every name a user types ends up inside an ARN, a parameter path, a label or a
+# URL; a strict pattern keeps a name from widening any of them.
+NAME_PATTERN = re.compile(r"^[a-z0-9](?:[a-z0-9._-]{0,61}[a-z0-9])?$")
+
+
+def utcnow() -> str:
+    """Now, as an ISO-8601 UTC timestamp with milliseconds (sorts as text)."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def is_valid_name(value: str) -> bool:
+    return bool(NAME_PATTERN.fullmatch(value)) and ".." not in value
+
+
+class Posture(StrEnum):
+    OPEN = "open"
+    RESTRICTED = "restricted"
+    REVOKED = "revoked"
+
+
+class Action(StrEnum):
+    REVOKE = "revoke"
+    RESTRICT = "restrict"
+    RESTORE = "restore"
+
+    @property
+    def posture(self) -> Posture:
+        return {
+            Action.REVOKE: Posture.REVOKED,
+            Action.RESTRICT: Posture.RESTRICTED,
+            Action.RESTORE: Posture.OPEN,
+        }[self]
+
+
+@dataclass(frozen=True)
+class Access:
+    """A posture and, for ``restricted``, the audiences that keep access."""
+
+    posture: Posture
+    audience: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        # Only a restricted posture has an audience; keep it sorted so equal means equal.
+        audience = tuple(sorted(set(self.audience))) if self.posture is Posture.RESTRICTED else ()
+        object.__setattr__(self, "audience", audience)
+
+    def to_json(self) -> dict[str, object]:
+        return {"posture": self.posture.value, "audience": list(self.audience)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, object]) -> Access:
+        audience = data.get("audience") or []
+        if not isinstance(audience, list):
+            raise ValueError("audience must be a list")
+        return cls(Posture(str(data["posture"])), tuple(str(a) for a in audience))
+
+    def __str__(self) -> str:
+        if self.posture is Posture.RESTRICTED:
+            return f"restricted({','.join(self.audience)})"
+        return self.posture.value
+
+
+OPEN = Access(Posture.OPEN)
+
+
+@dataclass(frozen=True)
+class Target:
+    """One place where one model's access is controlled."""
+
+    provider_type: str
+    provider: str
+    region: str
+    mechanism: str
+    model: str
+
+    @property
+    def id(self) -> str:
+        return f"{self.provider_type}:{self.provider}/{self.region}/{self.mechanism}/{self.model}"
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What a provider says about one target; ``detail`` is for humans."""
+
+    access: Access
+    detail: str = ""
+
+
+class ChangeKind(StrEnum):
+    CHANGE = "change"  # observed differs from desired: apply will write
+    NONE = "no-change"  # already there: apply makes no write
+    UNSUPPORTED = "unsupported"  # the mechanism cannot express the desired posture
+    UNREADABLE = "unreadable"  # observe failed; we do not know
+
+
+@dataclass(frozen=True)
+class Change:
+    """One line of a plan."""
+
+    target: Target
+    desired: Access
+    observed: Access | None
+    kind: ChangeKind
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Plan:
+    action: Action
+    desired: Access
+    changes: tuple[Change, ...]
+
+    @property
+    def pending(self) -> tuple[Change, ...]:
+        return tuple(c for c in self.changes if c.kind is ChangeKind.CHANGE)
+
+    @property
+    def blocked(self) -> tuple[Change, ...]:
+        return tuple(c for c in self.changes if c.kind is ChangeKind.UNSUPPORTED)
+
+    @property
+    def unreadable(self) -> tuple[Change, ...]:
+        return tuple(c for c in self.changes if c.kind is ChangeKind.UNREADABLE)
+
+
+class OpStatus(StrEnum):
+    AWAITING_APPROVAL = "awaiting-approval"
+    RUNNING = "running"
+    COMPLETE = "complete"
+    PARTIAL = "partial"
+
+
+class StepResult(StrEnum):
+    PENDING = "pending"
+    STARTED = "started"  # written before the provider call
+    VERIFIED = "verified"  # read back and equal to desired
+    FAILED = "failed"
+    SKIPPED = "skipped"  # already in the desired posture; no write
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One applied (or to-be-applied) plan, as recorded in the journal."""
+
+    id: str
+    action: Action
+    desired: Access
+    target_ids: tuple[str, ...]
+    actor: str
+    reason: str
+    ticket: str | None
+    selector: str
+    created_at: str
+    status: OpStatus
+    required_approvals: int = 0
+
+
+@dataclass(frozen=True)
+class Step:
+    """The latest journal record of one target within one op."""
+
+    op_id: str
+    target_id: str
+    result: StepResult
+    error: str | None = None
+    at: str = ""
+    observed: Access | None = None
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    """The desired posture of one target as last set by an op."""
+
+    target_id: str
+    desired: Access
+    op_id: str
+    at: str
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    seq: int
+    at: str
+    actor: str
+    kind: str
+    op_id: str | None
+    payload: dict[str, object] = field(default_factory=dict)
+    prev_hash: str = ""
+    hash: str = ""
+
+
+@dataclass(frozen=True)
+class TargetReport:
+    """One target's line in any report (plan, apply, status, drift)."""
+
+    target: Target
+    desired: Access | None
+    observed: Access | None
+    result: str
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Report:
+    """What a command tells the user: the op (if any), a status word, one row per target."""
+
+    op_id: str | None
+    status: str
+    rows: tuple[TargetReport, ...]
+    message: str = ""

@@ -1,0 +1,110 @@
+"""Error types: each knows its user-facing message and its exit code."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """Stable exit codes; runbooks, cron jobs and CI depend on them."""
+
+    OK = 0  # success; for plan and drift: nothing to change / no drift
+    ERROR = 1  # unexpected error
+    PENDING = 2  # plan: changes pending; drift: drift found
+    PARTIAL = 3  # some targets failed or could not be verified
+    LOCKED = 4  # the lock is held by another operation
+    AWAITING_APPROVAL = 5  # a restore waits for more approvals
+    USAGE = 64  # usage or inventory error; nothing was changed
+
+
+class KillswitchError(Exception):
+    """Base error: ``str(err)`` is what the user sees, ``exit_code`` what the shell sees."""
+
+    exit_code: ExitCode = ExitCode.ERROR
+
+
+class UsageError(KillswitchError):
+    """Bad flags, unknown names, refused confirmation: nothing was changed."""
+
+    exit_code = ExitCode.USAGE
+
+
+class InventoryError(UsageError):
+    """The inventory file is invalid; the message names file, line and field."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("invalid inventory:\n  " + "\n  ".join(problems))
+
+
+@dataclass(frozen=True)
+class LockInfo:
+    """Who holds the apply lock, since when, for which operation."""
+
+    owner: str
+    op_id: str | None
+    acquired_at: str
+    expires_at: str
+    token: int
+
+
+class LockHeld(KillswitchError):
+    """Another operation holds the lock."""
+
+    exit_code = ExitCode.LOCKED
+
+    def __init__(self, holder: LockInfo) -> None:
+        self.holder = holder
+        super().__init__(
+            f"lock held by {holder.owner} since {holder.acquired_at} "
+            f"for op {holder.op_id or '?'} (lease expires {holder.expires_at}); "
+            "wait for it to finish, or check `killswitch ops show` for that op"
+        )
+
+
+class LeaseLost(KillswitchError):
+    """Our lease expired and another holder took over: stop writing at once."""
+
+    exit_code = ExitCode.LOCKED
+
+
+class AwaitingApproval(KillswitchError):
+    """A restore needs more approvals before it may apply."""
+
+    exit_code = ExitCode.AWAITING_APPROVAL
+
+    def __init__(self, op_id: str, have: list[str], need: int) -> None:
+        self.op_id = op_id
+        self.have = have
+        self.need = need
+        super().__init__(
+            f"op {op_id} awaits approval: {len(have)} of {need} "
+            f"(approved by {', '.join(have) or 'nobody'}); "
+            f"another person runs `killswitch approve {op_id}`"
+        )
+
+
+class UnknownOperation(UsageError):
+    def __init__(self, op_id: str) -> None:
+        super().__init__(f"no operation {op_id!r} in the state store (see `killswitch ops list`)")
+
+
+class ProviderError(KillswitchError):
+    """A provider call failed. Classified once, at the edge, into retryable or permanent."""
+
+    retryable: bool = False
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class RetryableError(ProviderError):
+    """Throttling, 5xx, timeouts, conflicts: worth another try."""
+
+    retryable = True
+
+
+class PermanentError(ProviderError):
+    """Access denied, not found, invalid: retrying will not help."""

@@ -1,0 +1,175 @@
+"""Apply a plan: lock, journal, waves, bounded concurrency, retries, read-back."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from itertools import groupby
+
+import structlog
+
+from killswitch.contract import ApplyContext
+from killswitch.domain import (
+    Access,
+    Action,
+    Change,
+    ChangeKind,
+    LedgerEntry,
+    Operation,
+    OpStatus,
+    Step,
+    StepResult,
+    Target,
+    utcnow,
+)
+from killswitch.errors import KillswitchError, LeaseLost
+from killswitch.planner import Fleet
+from killswitch.state import Lease, StateStore
+
+log = structlog.get_logger("killswitch.executor")
+
+StepListener = Callable[[Target, Step], None]
+DONE = frozenset({StepResult.VERIFIED, StepResult.SKIPPED})
+
+
+class _Heartbeat:
+    """Renews the lease while an apply runs; remembers if it was lost."""
+
+    def __init__(self, store: StateStore, lease: Lease, ttl: float) -> None:
+        self.store, self.lease, self.ttl = store, lease, ttl
+        self.lost: LeaseLost | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="lease-heartbeat", daemon=True)
+
+    def __enter__(self) -> _Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.ttl / 3):
+            try:
+                self.lease = self.store.renew(self.lease, self.ttl)
+            except LeaseLost as exc:
+                self.lost = exc
+                log.error("lease lost; stopping", error=str(exc))
+                return
+            except Exception as exc:  # the store hiccuped; the next beat tries again
+                log.warning("lease renewal failed", error=str(exc))
+
+
+class Executor:
+    def __init__(
+        self,
+        fleet: Fleet,
+        store: StateStore,
+        owner: str,
+        on_step: StepListener | None = None,
+    ) -> None:
+        self.fleet = fleet
+        self.store = store
+        self.owner = owner
+        self.on_step = on_step or (lambda target, step: None)
+        self.ttl = fleet.inventory.spec.policy.lock.ttl_seconds
+
+    def run(self, op: Operation, changes: Sequence[Change]) -> OpStatus:
+        """Apply ``changes`` (the not-yet-done targets of ``op``) under the lock."""
+        lease = self.store.acquire(self.owner, op.id, self.ttl)
+        try:
+            with _Heartbeat(self.store, lease, self.ttl) as beat:
+                self.store.create_op(op)
+                self.store.set_op_status(op.id, OpStatus.RUNNING, lease)
+                self.store.append_audit(
+                    self.owner,
+                    "op.applying",
+                    op.id,
+                    {"action": op.action.value, "targets": len(changes)},
+                )
+                # The ledger records intent: a target that fails still should be in this posture.
+                now = utcnow()
+                self.store.set_ledger(
+                    [LedgerEntry(t, op.desired, op.id, now) for t in op.target_ids], lease
+                )
+                for wave in self._waves(op.action, changes):
+                    self._apply_wave(op, wave, beat)
+                steps = self.store.steps(op.id)
+                done = all(steps.get(t) and steps[t].result in DONE for t in op.target_ids)
+                status = OpStatus.COMPLETE if done else OpStatus.PARTIAL
+                self.store.set_op_status(op.id, status, beat.lease)
+                counts: dict[str, int] = {}
+                for step in steps.values():
+                    counts[step.result.value] = counts.get(step.result.value, 0) + 1
+                self.store.append_audit(
+                    self.owner, "op.finished", op.id, {"status": status.value, "results": counts}
+                )
+                return status
+        finally:
+            self.store.release(lease)
+
+    def _waves(self, action: Action, changes: Sequence[Change]) -> list[list[Change]]:
+        """Revoke and restrict close the edge first; restore opens the deep levers first."""
+
+        def wave(change: Change) -> int:
+            return self.fleet.mechanism(change.target).wave
+
+        ordered = sorted(changes, key=wave, reverse=action is Action.RESTORE)
+        return [list(group) for _, group in groupby(ordered, key=wave)]
+
+    def _apply_wave(self, op: Operation, wave: list[Change], beat: _Heartbeat) -> None:
+        ctx = ApplyContext(op.id, op.actor, op.reason, op.ticket, utcnow())
+
+        def apply_one(change: Change) -> Step:
+            if beat.lost is not None:
+                raise beat.lost
+            target = change.target
+            if change.kind is ChangeKind.NONE:
+                return self._record(
+                    op.id, target, StepResult.SKIPPED, beat, observed=change.observed
+                )
+            self._record(op.id, target, StepResult.STARTED, beat)
+            mechanism = self.fleet.mechanism(target)
+            try:
+                self.fleet.call(lambda: mechanism.apply(target, op.desired, ctx))
+                seen = self.fleet.call(lambda: mechanism.observe(target)).access
+            except LeaseLost:
+                raise
+            except KillswitchError as exc:
+                log.warning("step failed", op=op.id, target=target.id, error=str(exc))
+                return self._record(op.id, target, StepResult.FAILED, beat, error=str(exc))
+            if seen != op.desired:
+                error = f"read back {seen}, wanted {op.desired}"
+                return self._record(
+                    op.id, target, StepResult.FAILED, beat, error=error, observed=seen
+                )
+            return self._record(op.id, target, StepResult.VERIFIED, beat, observed=seen)
+
+        lost: BaseException | None = None
+        for change, outcome in self.fleet.fan_out(wave, apply_one, where=lambda c: c.target):
+            if isinstance(outcome, LeaseLost):
+                lost = outcome
+            elif isinstance(outcome, BaseException):
+                # A bug, not a provider error: record it against the target and go on.
+                log.error("step crashed", target=change.target.id, error=repr(outcome))
+                error = f"internal error: {outcome!r}"
+                self._record(op.id, change.target, StepResult.FAILED, beat, error=error)
+        if lost is not None:
+            raise lost
+
+    def _record(
+        self,
+        op_id: str,
+        target: Target,
+        result: StepResult,
+        beat: _Heartbeat,
+        *,
+        error: str | None = None,
+        observed: Access | None = None,
+    ) -> Step:
+        """Journal one step (fenced by our lease) and tell the listener."""
+        step = Step(op_id, target.id, result, error, utcnow(), observed)
+        self.store.record_step(step, beat.lease)
+        self.on_step(target, step)
+        return step

@@ -1,0 +1,241 @@
+"""Load and validate ``killswitch.yaml``; every error names file, line and field."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from killswitch import registry
+from killswitch.contract import Provider
+from killswitch.domain import is_valid_name
+from killswitch.errors import InventoryError
+
+DEFAULT_PATH = "killswitch.yaml"
+ENV_VAR = "KILLSWITCH_INVENTORY"
+
+Loc = tuple[str | int, ...]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ScopeSpec(_Strict):
+    """A named selector: the same words as the command-line flags."""
+
+    models: list[str] = Field(default_factory=list)
+    regions: list[str] = Field(default_factory=list)
+    providers: list[str] = Field(default_factory=list)
+    targets: list[str] = Field(default_factory=list)
+
+
+class RestorePolicy(_Strict):
+    approvals: int = Field(default=2, ge=1, le=10)
+
+
+class RetryPolicy(_Strict):
+    attempts: int = Field(default=5, ge=1, le=20)
+    max_seconds: float = Field(default=60.0, gt=0, le=3600)
+    base_seconds: float = Field(default=0.2, gt=0, le=60)
+
+
+class ConcurrencyPolicy(_Strict):
+    total: int = Field(default=32, ge=1, le=512)
+    per_region: int = Field(default=8, ge=1, le=128)
+
+
+class LockPolicy(_Strict):
+    ttl_seconds: float = Field(default=60.0, ge=1, le=3600)
+
+
+class PolicySpec(_Strict):
+    restore: RestorePolicy = Field(default_factory=RestorePolicy)
+    retry: RetryPolicy = Field(default_factory=RetryPolicy)
+    concurrency: ConcurrencyPolicy = Field(default_factory=ConcurrencyPolicy)
+    lock: LockPolicy = Field(default_factory=LockPolicy)
+
+
+class ProviderEntry(BaseModel):
+    """Only ``type`` is checked here; the provider's own model checks the rest."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    type: str
+
+
+class InventorySpec(_Strict):
+    version: Literal[1]
+    state: str = "sqlite:///./.killswitch/state.db"
+    models: dict[str, dict[str, Any]]
+    providers: dict[str, ProviderEntry]
+    scopes: dict[str, ScopeSpec] = Field(default_factory=dict)
+    policy: PolicySpec = Field(default_factory=PolicySpec)
+
+    @field_validator("models")
+    @classmethod
+    def _models_not_empty(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        if not value:
+            raise ValueError("name at least one model")
+        return value
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _null_model_is_empty(cls, value: Any) -> Any:
+        # `mythos-5:` with nothing after it is a model with no provider-specific ids.
+        if isinstance(value, dict):
+            return {k: ({} if v is None else v) for k, v in value.items()}
+        return value
+
+
+@dataclass
+class Inventory:
+    """A validated inventory; providers are built on first use."""
+
+    path: Path
+    spec: InventorySpec
+    provider_configs: dict[str, Any]
+    _providers: dict[str, Provider] = field(default_factory=dict)
+
+    @property
+    def models(self) -> list[str]:
+        return list(self.spec.models)
+
+    @property
+    def provider_names(self) -> list[str]:
+        return list(self.spec.providers)
+
+    @property
+    def state_url(self) -> str:
+        """The state URL; a relative sqlite path is relative to the inventory's folder."""
+        url = self.spec.state
+        prefix = "sqlite:///"
+        if url.startswith(prefix) and not url.startswith(prefix + "/"):
+            return prefix + str((self.path.parent / url[len(prefix) :]).resolve())
+        return url
+
+    def provider(self, name: str) -> Provider:
+        if name not in self._providers:
+            entry = self.spec.providers[name]
+            cls = registry.load(entry.type)
+            self._providers[name] = cls(name, self.provider_configs[name], self.spec.models)
+        return self._providers[name]
+
+
+def resolve_path(explicit: str | None) -> Path:
+    return Path(explicit or os.environ.get(ENV_VAR) or DEFAULT_PATH)
+
+
+def load(path: Path) -> Inventory:
+    """Read, parse and validate ``path``; raise InventoryError listing every problem."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InventoryError(
+            [f"{path}: no such file (use --inventory PATH or set {ENV_VAR})"]
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InventoryError([f"{path}: cannot read: {exc}"]) from None
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise InventoryError([f"{where}: not valid YAML: {problem}"]) from None
+    lines = _line_index(node)
+    if not isinstance(raw, dict):
+        raise InventoryError([f"{path}:1: the inventory must be a mapping (version, models, …)"])
+
+    def at(loc: Loc, message: str) -> str:
+        return f"{path}:{_line_for(lines, loc)}: {'.'.join(map(str, loc)) or '(top)'}: {message}"
+
+    try:
+        spec = InventorySpec.model_validate(raw)
+    except ValidationError as exc:
+        raise InventoryError([at(tuple(e["loc"]), e["msg"]) for e in exc.errors()]) from None
+
+    problems: list[str] = []
+    provider_configs: dict[str, Any] = {}
+    for kind, names in (("model", spec.models), ("provider", spec.providers)):
+        problems += [
+            at((kind + "s", n), f"{kind} name must match [a-z0-9._-], 1-63 characters")
+            for n in names
+            if not is_valid_name(n)
+        ]
+    known_types = registry.provider_types()
+    for name, entry in spec.providers.items():
+        if entry.type not in known_types:
+            problems.append(
+                at(
+                    ("providers", name, "type"),
+                    f"unknown provider type {entry.type!r} (known: {', '.join(known_types)})",
+                )
+            )
+            continue
+        cls = registry.load(entry.type)
+        body = entry.model_dump(exclude={"type"})
+        try:
+            config = cls.config_model.model_validate(body)
+        except ValidationError as exc:
+            problems += [at(("providers", name, *e["loc"]), e["msg"]) for e in exc.errors()]
+            continue
+        problems += [
+            at(("providers", name, *p.loc), p.message) for p in cls.check(config, list(spec.models))
+        ]
+        provider_configs[name] = config
+    problems += _check_scopes(spec, at)
+    if problems:
+        raise InventoryError(problems)
+    return Inventory(path=path, spec=spec, provider_configs=provider_configs)
+
+
+def _check_scopes(spec: InventorySpec, at: Any) -> list[str]:
+    problems = []
+    for scope_name, scope in spec.scopes.items():
+        for i, model in enumerate(scope.models):
+            if model not in spec.models and not _is_pattern(model):
+                problems.append(at(("scopes", scope_name, "models", i), f"unknown model {model!r}"))
+        for i, provider in enumerate(scope.providers):
+            if provider not in spec.providers and not _is_pattern(provider):
+                problems.append(
+                    at(("scopes", scope_name, "providers", i), f"unknown provider {provider!r}")
+                )
+    return problems
+
+
+def _is_pattern(value: str) -> bool:
+    return value == "all" or value.startswith("!") or any(c in value for c in "*?[")
+
+
+def _line_index(node: yaml.Node | None) -> dict[Loc, int]:
+    """Map each path in the document to its 1-based line."""
+    index: dict[Loc, int] = {}
+
+    def walk(n: yaml.Node, loc: Loc) -> None:
+        index[loc] = n.start_mark.line + 1
+        if isinstance(n, yaml.MappingNode):
+            for key, value in n.value:
+                child = (*loc, key.value)
+                walk(value, child)
+                index[child] = key.start_mark.line + 1
+        elif isinstance(n, yaml.SequenceNode):
+            for i, item in enumerate(n.value):
+                walk(item, (*loc, i))
+
+    if node is not None:
+        walk(node, ())
+    return index
+
+
+def _line_for(lines: Mapping[Loc, int], loc: Loc) -> int:
+    """The line of ``loc`` or of its nearest ancestor (a missing field points at its parent)."""
+    for cut in range(len(loc), -1, -1):
+        if loc[:cut] in lines:
+            return lines[loc[:cut]]
+    return 1

@@ -1,0 +1,115 @@
+"""Observe every target in parallel, then diff observed against desired (pure) → Plan."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import TypeVar
+
+from killswitch import retry
+from killswitch.contract import Mechanism
+from killswitch.domain import Access, Action, Change, ChangeKind, Observed, Plan, Target
+from killswitch.errors import KillswitchError
+from killswitch.fanout import fan_out
+from killswitch.inventory import Inventory
+
+Observation = Observed | KillswitchError
+T = TypeVar("T")
+R = TypeVar("R")
+Item = TypeVar("Item")
+
+
+class Fleet:
+    """The inventory's levers, as the engine sees them: target → mechanism, with policy."""
+
+    def __init__(self, inventory: Inventory, *, concurrency: int | None = None) -> None:
+        self.inventory = inventory
+        policy = inventory.spec.policy
+        self.retry = policy.retry
+        self.total = concurrency if concurrency is not None else policy.concurrency.total
+        self.per_region = policy.concurrency.per_region
+
+    def mechanism(self, target: Target) -> Mechanism:
+        return self.inventory.provider(target.provider).mechanism(target.mechanism)
+
+    def call(self, fn: Callable[[], T]) -> T:
+        return retry.call(
+            fn,
+            attempts=self.retry.attempts,
+            max_seconds=self.retry.max_seconds,
+            base_seconds=self.retry.base_seconds,
+        )
+
+    def fan_out(
+        self, items: Sequence[Item], work: Callable[[Item], R], *, where: Callable[[Item], Target]
+    ) -> list[tuple[Item, R | BaseException]]:
+        """``work`` on every item, bounded overall and per provider-region (of ``where(item)``)."""
+        return list(
+            fan_out(
+                items,
+                work,
+                key=lambda i: (where(i).provider, where(i).region),
+                total=self.total,
+                per_key=self.per_region,
+            )
+        )
+
+    def observe(self, target: Target) -> Observed:
+        mechanism = self.mechanism(target)
+        return self.call(lambda: mechanism.observe(target))
+
+    def observe_all(self, targets: Sequence[Target]) -> dict[str, Observation]:
+        """Every target's observation, or the error that kept us from reading it."""
+        results: dict[str, Observation] = {}
+        for target, outcome in self.fan_out(targets, self.observe, where=lambda t: t):
+            if isinstance(outcome, KillswitchError):
+                results[target.id] = outcome
+            elif isinstance(outcome, BaseException):
+                raise outcome
+            else:
+                results[target.id] = outcome
+        return results
+
+
+def diff(
+    action: Action,
+    desired: Access,
+    targets: Sequence[Target],
+    observations: Mapping[str, Observation],
+    supports: Callable[[Target], bool],
+) -> Plan:
+    """The plan: for each target, what apply would do. No I/O."""
+    changes = []
+    for target in targets:
+        seen = observations[target.id]
+        if not supports(target):
+            changes.append(
+                Change(
+                    target,
+                    desired,
+                    _access(seen),
+                    ChangeKind.UNSUPPORTED,
+                    f"{target.mechanism} cannot express {desired.posture.value}",
+                )
+            )
+        elif isinstance(seen, KillswitchError):
+            changes.append(Change(target, desired, None, ChangeKind.UNREADABLE, str(seen)))
+        elif seen.access == desired:
+            changes.append(Change(target, desired, seen.access, ChangeKind.NONE))
+        else:
+            changes.append(Change(target, desired, seen.access, ChangeKind.CHANGE))
+    return Plan(action, desired, tuple(changes))
+
+
+def _access(seen: Observation) -> Access | None:
+    return seen.access if isinstance(seen, Observed) else None
+
+
+def plan(fleet: Fleet, action: Action, desired: Access, targets: Sequence[Target]) -> Plan:
+    observations = fleet.observe_all(targets)
+    return diff(
+        action,
+        desired,
+        targets,
+        observations,
+        lambda t: desired.posture in fleet.mechanism(t).supports,
+    )

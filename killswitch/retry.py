@@ -1,0 +1,39 @@
+"""Retries for provider calls: retryable errors only, exponential backoff with full
+jitter, bounded in attempts and in time, honouring a provider's Retry-After."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_random_exponential,
+)
+
+from killswitch.errors import RetryableError
+
+T = TypeVar("T")
+
+
+def call(fn: Callable[[], T], *, attempts: int, max_seconds: float, base_seconds: float) -> T:
+    """``fn()``, retried on RetryableError; the last error is raised when the budget is spent."""
+    backoff = wait_random_exponential(multiplier=base_seconds, max=max(base_seconds, 10.0))
+
+    def wait(state: RetryCallState) -> float:
+        outcome = state.outcome
+        exc = outcome.exception() if outcome is not None else None
+        retry_after = getattr(exc, "retry_after", None) or 0.0
+        return max(float(retry_after), backoff(state))
+
+    retrying = Retrying(
+        retry=retry_if_exception_type(RetryableError),
+        stop=stop_after_attempt(attempts) | stop_after_delay(max_seconds),
+        wait=wait,
+        reraise=True,
+    )
+    return retrying(fn)

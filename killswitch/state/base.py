@@ -1,0 +1,85 @@
+"""The StateStore protocol: ledger, ops journal, lease lock, approvals and audit log.
+
+Every store (SQLite embedded, DynamoDB shared) passes the same conformance tests.
+Writes made on behalf of an apply carry the caller's lease; a store refuses
+them once a newer holder exists (fencing), so a stalled process cannot
+overwrite the work of the one that took over.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from killswitch.domain import AuditEvent, LedgerEntry, Operation, OpStatus, Step
+from killswitch.errors import LockInfo
+
+
+@dataclass(frozen=True)
+class Lease:
+    owner: str
+    op_id: str | None
+    token: int  # fencing token: strictly increases with every new holder
+    expires_at: str
+
+
+class StateStore(Protocol):
+    # -- lock -------------------------------------------------------------
+    def acquire(self, owner: str, op_id: str | None, ttl_seconds: float) -> Lease:
+        """Take the apply lock; raise LockHeld naming the holder if it is taken."""
+        ...
+
+    def renew(self, lease: Lease, ttl_seconds: float) -> Lease:
+        """Extend our lease; raise LeaseLost if another holder took over."""
+        ...
+
+    def release(self, lease: Lease) -> None: ...
+
+    def lock_status(self) -> LockInfo | None: ...
+
+    # -- operations and journal --------------------------------------------
+    def create_op(self, op: Operation) -> None:
+        """Record a new op; an existing id is left as it is."""
+        ...
+
+    def get_op(self, op_id: str) -> Operation | None: ...
+
+    def list_ops(self, limit: int = 50) -> list[Operation]: ...
+
+    def set_op_status(self, op_id: str, status: OpStatus, lease: Lease | None) -> None: ...
+
+    def record_step(self, step: Step, lease: Lease) -> None:
+        """Journal one step of one target (fenced by ``lease``)."""
+        ...
+
+    def steps(self, op_id: str) -> dict[str, Step]:
+        """The latest step of each target of ``op_id``."""
+        ...
+
+    # -- ledger --------------------------------------------------------------
+    def set_ledger(self, entries: Sequence[LedgerEntry], lease: Lease) -> None: ...
+
+    def ledger(self) -> dict[str, LedgerEntry]: ...
+
+    # -- approvals -------------------------------------------------------------
+    def add_approval(self, op_id: str, actor: str) -> list[str]:
+        """Record ``actor``'s approval once; return every approver so far."""
+        ...
+
+    def approvals(self, op_id: str) -> list[str]: ...
+
+    # -- audit -----------------------------------------------------------------
+    def append_audit(
+        self, actor: str, kind: str, op_id: str | None, payload: dict[str, object]
+    ) -> AuditEvent:
+        """Append an event to the hash chain atomically with moving the chain head."""
+        ...
+
+    def audit_events(self) -> list[AuditEvent]: ...
+
+    def audit_head(self) -> tuple[int, str]:
+        """The (seq, hash) of the newest event as recorded beside the chain."""
+        ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,295 @@
+"""Embedded state in one SQLite file (WAL): the default for one operator machine."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from killswitch.audit import GENESIS, event_hash
+from killswitch.domain import (
+    Access,
+    Action,
+    AuditEvent,
+    LedgerEntry,
+    Operation,
+    OpStatus,
+    Step,
+    StepResult,
+    utcnow,
+)
+from killswitch.errors import LeaseLost, LockHeld, LockInfo
+from killswitch.state.base import Lease
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS lock (
+  name TEXT PRIMARY KEY, owner TEXT, op_id TEXT, token INTEGER NOT NULL,
+  acquired_at TEXT, expires_at TEXT, held INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS ops (
+  id TEXT PRIMARY KEY, action TEXT NOT NULL, desired TEXT NOT NULL, target_ids TEXT NOT NULL,
+  actor TEXT NOT NULL, reason TEXT NOT NULL, ticket TEXT, selector TEXT NOT NULL,
+  created_at TEXT NOT NULL, status TEXT NOT NULL, required_approvals INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS steps (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT, op_id TEXT NOT NULL, target_id TEXT NOT NULL,
+  result TEXT NOT NULL, error TEXT, observed TEXT, at TEXT NOT NULL, token INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS steps_by_op ON steps (op_id, target_id, seq);
+CREATE TABLE IF NOT EXISTS ledger (
+  target_id TEXT PRIMARY KEY, desired TEXT NOT NULL, op_id TEXT NOT NULL, at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS approvals (
+  op_id TEXT NOT NULL, actor TEXT NOT NULL, at TEXT NOT NULL, PRIMARY KEY (op_id, actor)
+);
+CREATE TABLE IF NOT EXISTS audit (
+  seq INTEGER PRIMARY KEY, at TEXT NOT NULL, actor TEXT NOT NULL, kind TEXT NOT NULL,
+  op_id TEXT, payload TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audit_head (
+  id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL, hash TEXT NOT NULL
+);
+"""
+
+LOCK_NAME = "apply"
+
+
+def _later(seconds: float) -> str:
+    stamp = datetime.now(UTC) + timedelta(seconds=seconds)
+    return stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class SqliteStore:
+    """StateStore on SQLite. One connection shared by threads, serialised by a mutex."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._mutex = threading.Lock()
+        self._db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA busy_timeout=30000")
+        with self._tx() as db:
+            for statement in SCHEMA.split(";"):
+                if statement.strip():
+                    db.execute(statement)
+            db.execute(
+                "INSERT OR IGNORE INTO audit_head (id, seq, hash) VALUES (1, 0, ?)", (GENESIS,)
+            )
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction; IMMEDIATE takes the file's write lock up front."""
+        with self._mutex:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _read(self, sql: str, args: Sequence[object] = ()) -> list[sqlite3.Row]:
+        with self._mutex:
+            return list(self._db.execute(sql, args))
+
+    # -- lock -------------------------------------------------------------
+    def acquire(self, owner: str, op_id: str | None, ttl_seconds: float) -> Lease:
+        now = utcnow()
+        with self._tx() as db:
+            row = db.execute("SELECT * FROM lock WHERE name = ?", (LOCK_NAME,)).fetchone()
+            if row is not None and row["held"] and row["expires_at"] > now:
+                raise LockHeld(_lock_info(row))
+            token = (row["token"] if row is not None else 0) + 1
+            lease = Lease(owner, op_id, token, _later(ttl_seconds))
+            db.execute(
+                "INSERT OR REPLACE INTO lock VALUES (?, ?, ?, ?, ?, ?, 1)",
+                (LOCK_NAME, owner, op_id, token, now, lease.expires_at),
+            )
+        return lease
+
+    def renew(self, lease: Lease, ttl_seconds: float) -> Lease:
+        renewed = Lease(lease.owner, lease.op_id, lease.token, _later(ttl_seconds))
+        with self._tx() as db:
+            self._check_fence(db, lease)
+            db.execute(
+                "UPDATE lock SET expires_at = ? WHERE name = ?", (renewed.expires_at, LOCK_NAME)
+            )
+        return renewed
+
+    def release(self, lease: Lease) -> None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE lock SET held = 0 WHERE name = ? AND token = ?", (LOCK_NAME, lease.token)
+            )
+
+    def lock_status(self) -> LockInfo | None:
+        rows = self._read("SELECT * FROM lock WHERE name = ? AND held = 1", (LOCK_NAME,))
+        return _lock_info(rows[0]) if rows else None
+
+    def _check_fence(self, db: sqlite3.Connection, lease: Lease) -> None:
+        row = db.execute("SELECT token FROM lock WHERE name = ?", (LOCK_NAME,)).fetchone()
+        if row is None or row["token"] != lease.token:
+            raise LeaseLost(
+                f"lease {lease.token} of {lease.owner} was taken over "
+                f"(current token {row['token'] if row else 'none'}); write refused"
+            )
+
+    # -- operations and journal --------------------------------------------
+    def create_op(self, op: Operation) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO ops VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    op.id,
+                    op.action.value,
+                    json.dumps(op.desired.to_json()),
+                    json.dumps(list(op.target_ids)),
+                    op.actor,
+                    op.reason,
+                    op.ticket,
+                    op.selector,
+                    op.created_at,
+                    op.status.value,
+                    op.required_approvals,
+                ),
+            )
+
+    def get_op(self, op_id: str) -> Operation | None:
+        rows = self._read("SELECT * FROM ops WHERE id = ?", (op_id,))
+        return _op(rows[0]) if rows else None
+
+    def list_ops(self, limit: int = 50) -> list[Operation]:
+        rows = self._read("SELECT * FROM ops ORDER BY created_at DESC, id LIMIT ?", (limit,))
+        return [_op(r) for r in rows]
+
+    def set_op_status(self, op_id: str, status: OpStatus, lease: Lease | None) -> None:
+        with self._tx() as db:
+            if lease is not None:
+                self._check_fence(db, lease)
+            db.execute("UPDATE ops SET status = ? WHERE id = ?", (status.value, op_id))
+
+    def record_step(self, step: Step, lease: Lease) -> None:
+        with self._tx() as db:
+            self._check_fence(db, lease)
+            db.execute(
+                "INSERT INTO steps (op_id, target_id, result, error, observed, at, token)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    step.op_id,
+                    step.target_id,
+                    step.result.value,
+                    step.error,
+                    json.dumps(step.observed.to_json()) if step.observed else None,
+                    step.at or utcnow(),
+                    lease.token,
+                ),
+            )
+
+    def steps(self, op_id: str) -> dict[str, Step]:
+        rows = self._read("SELECT * FROM steps WHERE op_id = ? ORDER BY seq", (op_id,))
+        latest: dict[str, Step] = {}
+        for r in rows:
+            observed = Access.from_json(json.loads(r["observed"])) if r["observed"] else None
+            latest[r["target_id"]] = Step(
+                r["op_id"], r["target_id"], StepResult(r["result"]), r["error"], r["at"], observed
+            )
+        return latest
+
+    # -- ledger --------------------------------------------------------------
+    def set_ledger(self, entries: Sequence[LedgerEntry], lease: Lease) -> None:
+        with self._tx() as db:
+            self._check_fence(db, lease)
+            db.executemany(
+                "INSERT OR REPLACE INTO ledger VALUES (?, ?, ?, ?)",
+                [(e.target_id, json.dumps(e.desired.to_json()), e.op_id, e.at) for e in entries],
+            )
+
+    def ledger(self) -> dict[str, LedgerEntry]:
+        return {
+            r["target_id"]: LedgerEntry(
+                r["target_id"], Access.from_json(json.loads(r["desired"])), r["op_id"], r["at"]
+            )
+            for r in self._read("SELECT * FROM ledger")
+        }
+
+    # -- approvals -------------------------------------------------------------
+    def add_approval(self, op_id: str, actor: str) -> list[str]:
+        with self._tx() as db:
+            db.execute("INSERT OR IGNORE INTO approvals VALUES (?, ?, ?)", (op_id, actor, utcnow()))
+        return self.approvals(op_id)
+
+    def approvals(self, op_id: str) -> list[str]:
+        rows = self._read("SELECT actor FROM approvals WHERE op_id = ? ORDER BY at", (op_id,))
+        return [r["actor"] for r in rows]
+
+    # -- audit -----------------------------------------------------------------
+    def append_audit(
+        self, actor: str, kind: str, op_id: str | None, payload: dict[str, object]
+    ) -> AuditEvent:
+        with self._tx() as db:
+            head = db.execute("SELECT seq, hash FROM audit_head WHERE id = 1").fetchone()
+            seq, at = head["seq"] + 1, utcnow()
+            digest = event_hash(head["hash"], seq, at, actor, kind, op_id, payload)
+            event = AuditEvent(seq, at, actor, kind, op_id, payload, head["hash"], digest)
+            db.execute(
+                "INSERT INTO audit VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (seq, at, actor, kind, op_id, json.dumps(payload), head["hash"], digest),
+            )
+            db.execute("UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1", (seq, digest))
+        return event
+
+    def audit_events(self) -> list[AuditEvent]:
+        return [
+            AuditEvent(
+                r["seq"],
+                r["at"],
+                r["actor"],
+                r["kind"],
+                r["op_id"],
+                json.loads(r["payload"]),
+                r["prev_hash"],
+                r["hash"],
+            )
+            for r in self._read("SELECT * FROM audit ORDER BY rowid")
+        ]
+
+    def audit_head(self) -> tuple[int, str]:
+        row = self._read("SELECT seq, hash FROM audit_head WHERE id = 1")[0]
+        return int(row["seq"]), str(row["hash"])
+
+    def close(self) -> None:
+        with self._mutex:
+            self._db.close()
+
+
+def _lock_info(row: sqlite3.Row) -> LockInfo:
+    return LockInfo(
+        owner=row["owner"],
+        op_id=row["op_id"],
+        acquired_at=row["acquired_at"],
+        expires_at=row["expires_at"],
+        token=row["token"],
+    )
+
+
+def _op(row: sqlite3.Row) -> Operation:
+    return Operation(
+        id=row["id"],
+        action=Action(row["action"]),
+        desired=Access.from_json(json.loads(row["desired"])),
+        target_ids=tuple(json.loads(row["target_ids"])),
+        actor=row["actor"],
+        reason=row["reason"],
+        ticket=row["ticket"],
+        selector=row["selector"],
+        created_at=row["created_at"],
+        status=OpStatus(row["status"]),
+        required_approvals=row["required_approvals"],
+    )

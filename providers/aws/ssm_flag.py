@@ -1,0 +1,107 @@
+"""Lever ``ssm-flag``: a JSON posture document in an SSM String parameter, per region.
+
+Serving gateways read ``<ssm_prefix>/<model>`` and enforce it; the format is
+public (docs/flag-format.md). A missing parameter reads as ``open``. A write is
+made only when the posture differs, because every overwrite adds a version.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, ClassVar
+
+from botocore.exceptions import ClientError
+
+from killswitch.contract import ApplyContext, Permission
+from killswitch.domain import OPEN, Access, Observed, Posture, Target
+from killswitch.errors import PermanentError
+from providers.aws.errors import aws_call
+
+if TYPE_CHECKING:
+    from providers.aws import AwsProvider
+
+FLAG_SCHEMA = "killswitch.flag/v1"
+
+
+class CorruptFlag(PermanentError):
+    """The parameter exists but does not hold a flag document we can read."""
+
+
+def flag_document(model: str, desired: Access, ctx: ApplyContext) -> str:
+    """The JSON a gateway reads; keys are stable (see docs/flag-format.md)."""
+    return json.dumps(
+        {
+            "schema": FLAG_SCHEMA,
+            "model": model,
+            "posture": desired.posture.value,
+            "audience": list(desired.audience),
+            "op": ctx.op_id,
+            "actor": ctx.actor,
+            "reason": ctx.reason,
+            "ticket": ctx.ticket,
+            "updated_at": ctx.at,
+        },
+        sort_keys=True,
+    )
+
+
+def parse_flag(name: str, value: str) -> Access:
+    try:
+        document = json.loads(value)
+        return Access.from_json(document)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CorruptFlag(f"{name}: not a killswitch flag document ({exc})") from None
+
+
+class SsmFlag:
+    name: ClassVar[str] = "aws.ssm-flag"
+    supports: ClassVar[frozenset[Posture]] = frozenset(Posture)
+    wave: ClassVar[int] = 0
+    permissions: ClassVar[tuple[Permission, ...]] = (
+        Permission("ssm:GetParameter", "arn:aws:ssm:*:*:parameter{ssm_prefix}/*"),
+        Permission("ssm:PutParameter", "arn:aws:ssm:*:*:parameter{ssm_prefix}/*"),
+    )
+
+    def __init__(self, provider: AwsProvider) -> None:
+        self.provider = provider
+
+    def parameter(self, target: Target) -> str:
+        return f"{self.provider.config.ssm_prefix}/{target.model}"
+
+    def observe(self, target: Target) -> Observed:
+        name = self.parameter(target)
+        ssm = self.provider.clients.client("ssm", target.region)
+        try:
+            with aws_call(f"ssm:GetParameter {name} in {target.region}"):
+                reply = ssm.get_parameter(Name=name)
+        except PermanentError as exc:
+            if (
+                isinstance(exc.__cause__, ClientError)
+                and _code(exc.__cause__) == "ParameterNotFound"
+            ):
+                return Observed(OPEN, "no flag parameter (reads as open)")
+            raise
+        parameter = reply["Parameter"]
+        access = parse_flag(name, parameter["Value"])
+        return Observed(access, f"{name} version {parameter.get('Version')}")
+
+    def apply(self, target: Target, desired: Access, ctx: ApplyContext) -> None:
+        try:
+            if self.observe(target).access == desired:
+                return
+        except CorruptFlag:
+            pass  # a flag no gateway can read is overwritten with one it can
+        name = self.parameter(target)
+        ssm = self.provider.clients.client("ssm", target.region)
+        with aws_call(f"ssm:PutParameter {name} in {target.region}"):
+            ssm.put_parameter(
+                Name=name,
+                Value=flag_document(target.model, desired, ctx),
+                Type="String",
+                Overwrite=True,
+                Description=f"killswitch posture of {target.model}",
+            )
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))

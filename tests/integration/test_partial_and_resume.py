@@ -1,0 +1,119 @@
+"""Failures injected for real (a proxy in front of moto): partial ops and resume."""
+
+from __future__ import annotations
+
+from tests.conftest import MODELS, NON_US, US, Workspace
+from tests.support.faultproxy import FaultProxy, aws_error, for_action, for_region
+
+
+def test_one_failing_region_gives_exit_3_and_the_rest_is_revoked(
+    faulty_ws: Workspace, proxy: FaultProxy
+) -> None:
+    ws = faulty_ws
+    proxy.add(
+        for_region("eu-central-1", "PutParameter"),
+        **aws_error("AccessDeniedException", "not allowed in eu-central-1"),
+    )
+
+    result = ws.run("revoke", "-m", "all", "--reason", "export order", "--yes", "-o", "json")
+
+    assert result.code == 3
+    report = result.json()
+    assert report["status"] == "partial"
+    failed = {t["id"]: t for t in report["targets"] if t["result"] == "failed"}
+    assert set(failed) == {f"aws:aws-prod/eu-central-1/ssm-flag/{m}" for m in MODELS}
+    assert all("AccessDeniedException" in t["error"] for t in failed.values())
+    for region in US + NON_US:
+        for model in MODELS:
+            expected = "open" if region == "eu-central-1" else "revoked"
+            assert ws.posture(region, model) == expected
+    # A permanent error is not retried.
+    assert proxy.count("PutParameter", "eu-central-1") == len(MODELS)
+
+
+def test_ops_resume_finishes_a_partial_op(faulty_ws: Workspace, proxy: FaultProxy) -> None:
+    ws = faulty_ws
+    proxy.add(
+        for_region("ap-northeast-1", "PutParameter"), **aws_error("AccessDeniedException", "denied")
+    )
+    op = ws.run("revoke", "-m", "all", "--reason", "r", "--yes", "-o", "json").json()["op"]
+    writes_elsewhere = proxy.count("PutParameter") - proxy.count("PutParameter", "ap-northeast-1")
+    proxy.clear()  # the region's permissions are fixed
+
+    result = ws.run("ops", "resume", op, "--yes", "-o", "json")
+
+    assert result.code == 0, result.stderr
+    assert result.json()["status"] == "complete"
+    assert {t["result"] for t in result.json()["targets"]} == {"verified"}
+    assert all(ws.posture(r, m) == "revoked" for r in US + NON_US for m in MODELS)
+    # Only the failed targets were written again.
+    assert proxy.count("PutParameter") == len(MODELS)
+    assert writes_elsewhere == len(MODELS) * (len(US + NON_US) - 1)
+
+
+def test_rerunning_the_same_command_resumes_the_partial_op(
+    faulty_ws: Workspace, proxy: FaultProxy
+) -> None:
+    ws = faulty_ws
+    proxy.add(for_region("us-west-1", "PutParameter"), **aws_error("AccessDeniedException", "no"))
+    args = ("revoke", "-m", "mythos-5", "--reason", "r", "--yes", "-o", "json")
+    first = ws.run(*args).json()
+    proxy.clear()
+
+    again = ws.run(*args)
+
+    assert again.code == 0
+    assert again.json()["op"] == first["op"]
+    assert again.json()["status"] == "complete"
+    assert ws.posture("us-west-1", "mythos-5") == "revoked"
+
+
+def test_throttling_is_retried_until_verified(faulty_ws: Workspace, proxy: FaultProxy) -> None:
+    ws = faulty_ws
+    throttle = proxy.add(
+        for_action("PutParameter"), times=6, **aws_error("ThrottlingException", "Rate exceeded")
+    )
+
+    result = ws.run("revoke", "-m", "all", "--reason", "r", "--yes", "-o", "json")
+
+    assert result.code == 0, result.stdout
+    assert {t["result"] for t in result.json()["targets"]} == {"verified"}
+    assert throttle.fired == 6
+    assert all(ws.posture(r, m) == "revoked" for r in US + NON_US for m in MODELS)
+
+
+def test_server_errors_past_the_retry_budget_fail_the_target(
+    faulty_ws: Workspace, proxy: FaultProxy
+) -> None:
+    ws = faulty_ws
+    proxy.add(
+        for_region("eu-west-1", "PutParameter"),
+        status=503,
+        fault="error",
+        body=b'{"__type":"ServiceUnavailable","message":"down"}',
+    )
+
+    result = ws.run("revoke", "-m", "mythos-5", "--reason", "r", "--yes", "-o", "json")
+
+    assert result.code == 3
+    failed = [t for t in result.json()["targets"] if t["result"] == "failed"]
+    assert [t["region"] for t in failed] == ["eu-west-1"]
+    # policy.retry.attempts in the test inventory is 3.
+    assert proxy.count("PutParameter", "eu-west-1") == 3
+
+
+def test_a_lost_reply_after_the_write_still_verifies(
+    faulty_ws: Workspace, proxy: FaultProxy
+) -> None:
+    ws = faulty_ws
+    proxy.add(for_region("eu-west-1", "PutParameter"), fault="lose-reply", times=1)
+
+    result = ws.run(
+        "revoke", "-m", "mythos-5", "-r", "eu-west-1", "--reason", "r", "--yes", "-o", "json"
+    )
+
+    assert result.code == 0, result.stdout
+    flag = ws.flag("eu-west-1", "mythos-5")
+    assert flag is not None and flag["posture"] == "revoked"
+    # The retry read the flag first and saw it was already there: one version only.
+    assert flag["_version"] == 1
