@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -15,6 +17,14 @@ NAME_PATTERN = re.compile(r"^[a-z0-9](?:[a-z0-9._-]{0,61}[a-z0-9])?$")
 def utcnow() -> str:
     """Now, as an ISO-8601 UTC timestamp with milliseconds (sorts as text)."""
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def did_you_mean(value: str, choices: Iterable[str]) -> str:
+    """' (did you mean 'x' or 'y'?)' for a mistyped name, or '' when nothing is close."""
+    close = difflib.get_close_matches(value, sorted(choices), n=3, cutoff=0.75)
+    if not close:
+        return ""
+    return f" (did you mean {' or '.join(repr(c) for c in close)}?)"
 
 
 def is_valid_name(value: str) -> bool:

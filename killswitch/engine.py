@@ -86,7 +86,8 @@ class Switch:
         return planner.plan(self.fleet, action, desired, resolve(self.inventory, selector))
 
     def status(self, selector: Selector) -> Report:
-        """Observed posture of every selected target, beside the ledger's."""
+        """Observed posture of every selected target, beside the ledger's. Reports only:
+        drift here does not change the exit code (that is what ``drift`` is for)."""
         targets = resolve(self.inventory, selector)
         ledger = self.store.ledger()
         seen = self.fleet.observe_all(targets)
@@ -97,8 +98,11 @@ class Switch:
             desired = entry.desired if entry else None
             if isinstance(obs, KillswitchError):
                 rows.append(TargetReport(t, desired, None, "unreadable", str(obs)))
+            elif entry is None:
+                rows.append(TargetReport(t, None, obs.access, "untouched"))
             else:
-                rows.append(TargetReport(t, desired, obs.access, obs.access.posture.value))
+                result = "in-sync" if obs.access == desired else "drift"
+                rows.append(TargetReport(t, desired, obs.access, result))
         unreadable = any(r.result == "unreadable" for r in rows)
         return Report(None, "unreadable" if unreadable else "ok", tuple(rows))
 

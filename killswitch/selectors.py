@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
-from killswitch.domain import Target
+from killswitch.domain import Target, did_you_mean
 from killswitch.errors import UsageError
 from killswitch.inventory import Inventory, ScopeSpec
 
@@ -56,8 +55,7 @@ def _pick(
             raise UsageError(f"{flag}: empty value")
         if _is_pattern(pattern) or pattern in known_set or pattern in aliases:
             continue
-        hint = difflib.get_close_matches(pattern, sorted(known_set | set(aliases)), n=1)
-        suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
+        suggestion = did_you_mean(pattern, known_set | set(aliases))
         raise UsageError(
             f"{flag} {pattern}: unknown{suggestion}; known: {', '.join(sorted(known_set))}"
         )

@@ -7,7 +7,6 @@ validated or ``--help`` is shown.
 from __future__ import annotations
 
 import builtins
-import difflib
 import re
 from collections.abc import Mapping, Sequence
 from functools import cached_property
@@ -16,7 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from killswitch.contract import Mechanism, Problem
-from killswitch.domain import Target
+from killswitch.domain import Target, did_you_mean
 
 if TYPE_CHECKING:
     from providers.aws.session import Clients
@@ -97,8 +96,7 @@ class AwsProvider:
                 problems.append(Problem(("regions", i), f"region {region!r} listed twice"))
             seen.add(region)
             if region not in regions:
-                hint = difflib.get_close_matches(region, sorted(regions), n=1)
-                suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
+                suggestion = did_you_mean(region, regions)
                 problems.append(
                     Problem(("regions", i), f"unknown AWS region {region!r}{suggestion}")
                 )

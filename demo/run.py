@@ -1,0 +1,162 @@
+"""`make demo`: the export-control incident, end to end, against a local moto server.
+
+Starts moto in server mode on 127.0.0.1, writes an inventory for two models in
+ten regions, then runs the real `killswitch` command the way an on-call
+engineer would, checking each exit code as it goes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.support.servers import MotoServer  # noqa: E402
+
+WORK = ROOT / ".demo"
+US = ["us-east-1", "us-east-2", "us-west-1", "us-west-2"]
+ELSEWHERE = [
+    "eu-west-1",
+    "eu-central-1",
+    "eu-north-1",
+    "ap-northeast-1",
+    "ap-southeast-2",
+    "sa-east-1",
+]
+ENV = {
+    **os.environ,
+    "AWS_ACCESS_KEY_ID": "demo",
+    "AWS_SECRET_ACCESS_KEY": "demo",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_CONFIG_FILE": os.devnull,
+    "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+    "AWS_EC2_METADATA_DISABLED": "true",
+    "KILLSWITCH_INVENTORY": str(WORK / "killswitch.yaml"),
+}
+BOLD, DIM, RESET = ("\033[1m", "\033[2m", "\033[0m") if sys.stdout.isatty() else ("", "", "")
+
+
+def inventory(endpoint: str) -> str:
+    regions = ", ".join(US + ELSEWHERE)
+    return f"""\
+version: 1
+state: sqlite:///./state.db
+models:
+  mythos-5: {{}}
+  fable-5: {{}}
+providers:
+  aws-prod:
+    type: aws
+    regions: [{regions}]
+    mechanisms: [ssm-flag]
+    endpoint_url: {endpoint}
+scopes:
+  export-control: {{models: [mythos-5, fable-5], regions: ["*"]}}
+  outside-us: {{models: [mythos-5, fable-5], regions: ["!us-*"]}}
+  inside-us: {{models: [mythos-5, fable-5], regions: ["us-*"]}}
+policy:
+  restore: {{approvals: 2}}
+"""
+
+
+def say(text: str) -> None:
+    print(f"\n{BOLD}## {text}{RESET}", flush=True)
+
+
+def killswitch(command_line: str, *, expect: int) -> str:
+    """Run ``killswitch COMMAND_LINE`` as a user would; stop the demo on a surprise exit code."""
+    args = shlex.split(command_line)
+    command = shutil.which("killswitch", path=str(Path(sys.executable).parent)) or "killswitch"
+    print(f"{DIM}$ killswitch {command_line}{RESET}", flush=True)
+    result = subprocess.run(
+        [command, *args],
+        env=ENV,
+        cwd=WORK,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    sys.stdout.write(result.stdout)
+    sys.stdout.write(result.stderr)
+    print(f"{DIM}(exit {result.returncode}){RESET}", flush=True)
+    if result.returncode != expect:
+        raise SystemExit(f"demo: expected exit {expect}, got {result.returncode}")
+    return result.stdout
+
+
+def reopen_by_hand(endpoint: str, region: str, model: str) -> None:
+    """An out-of-band change, straight at the AWS API, bypassing killswitch."""
+    import boto3
+
+    ssm = boto3.client("ssm", region_name=region, endpoint_url=endpoint)
+    ssm.put_parameter(
+        Name=f"/killswitch/models/{model}",
+        Value=json.dumps({"posture": "open", "audience": []}),
+        Type="String",
+        Overwrite=True,
+    )
+
+
+def main() -> None:
+    started = time.monotonic()
+    os.environ.update(ENV)  # the out-of-band boto3 call uses the same fake credentials
+    shutil.rmtree(WORK, ignore_errors=True)
+    WORK.mkdir()
+    server = MotoServer(WORK / "moto.log").start()
+    order = "--reason 'Commerce export order' --ticket INC-2041 --yes"
+    try:
+        (WORK / "killswitch.yaml").write_text(inventory(server.url))
+        print(f"moto server (AWS APIs) on {server.url}; inventory in {WORK / 'killswitch.yaml'}")
+
+        say("The order: block mythos-5 and fable-5 outside the US, US persons only inside")
+        killswitch("inventory validate", expect=0)
+        killswitch("plan revoke --scope outside-us", expect=2)
+
+        say("Revoke everywhere outside the US (one command, every region, read back)")
+        killswitch(f"--actor alice revoke --scope outside-us {order}", expect=0)
+
+        say("Inside the US: restrict to the verified us-person audience")
+        killswitch(
+            f"--actor alice restrict --scope inside-us --audience us-person {order}", expect=0
+        )
+        killswitch("status", expect=0)
+
+        say("Running the same revoke again changes nothing (zero writes)")
+        killswitch(f"--actor alice revoke --scope outside-us {order}", expect=0)
+
+        say("2 a.m.: someone re-opens mythos-5 in eu-west-1 by hand, bypassing killswitch")
+        reopen_by_hand(server.url, "eu-west-1", "mythos-5")
+        killswitch("drift", expect=2)
+        killswitch("--actor oncall revoke --scope outside-us --reason 're-close' --yes", expect=0)
+        killswitch("drift", expect=0)
+
+        say("After review: restore needs two people (alice asks, bob approves)")
+        out = killswitch(
+            "--actor alice restore --model all --reason 'review complete' --ticket INC-2041 "
+            "--yes --output json",
+            expect=5,
+        )
+        op = json.loads(out)["op"]
+        killswitch(f"--actor alice approve {op} --yes", expect=5)
+        killswitch(f"--actor bob approve {op} --yes", expect=0)
+        killswitch("status", expect=0)
+
+        say("The record: every op and the hash-chained audit log")
+        killswitch("ops list", expect=0)
+        killswitch("audit verify", expect=0)
+    finally:
+        server.stop()
+    print(f"\n{BOLD}demo complete in {time.monotonic() - started:.1f}s{RESET}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,189 @@
+"""The installed ``killswitch`` command, run as its own process, as a user runs it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+from tests.conftest import MODELS, NON_US, US, Workspace, killswitch_command
+from tests.support.faultproxy import FaultProxy, for_action
+
+
+def _run(*args: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(  # type: ignore[call-overload, no-any-return]
+        [killswitch_command(), *args],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=120,
+        check=False,
+        **kwargs,
+    )
+
+
+def test_help_does_not_import_cloud_sdks() -> None:
+    probe = (
+        "import sys; from killswitch.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit as e:\n    code = e.code\n"
+        "loaded = [m for m in ('boto3', 'botocore', 'kubernetes', 'rich') if m in sys.modules]\n"
+        "print(code, loaded, file=sys.stderr)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=False
+    )
+
+    assert result.stderr.strip().splitlines()[-1] == "0 []"
+    assert "revoke" in result.stdout
+
+
+def test_python_dash_m_runs_the_same_cli() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "killswitch", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert result.returncode == 0
+    assert "Exit codes" in result.stdout
+
+
+def test_a_usage_error_exits_64_not_2(ws: Workspace) -> None:
+    result = _run("--inventory", str(ws.inventory), "revoke", "--no-such-flag")
+
+    assert result.returncode == 64
+    assert "--no-such-flag" in result.stderr
+
+
+def test_missing_reason_exits_64(ws: Workspace) -> None:
+    result = _run("--inventory", str(ws.inventory), "revoke", "-m", "all", "--yes")
+
+    assert result.returncode == 64
+    assert "--reason" in result.stderr
+
+
+def test_without_a_terminal_revoke_needs_yes_and_changes_nothing(ws: Workspace) -> None:
+    result = _run("--inventory", str(ws.inventory), "revoke", "-m", "all", "--reason", "r")
+
+    assert result.returncode == 64
+    assert "--yes" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert all(ws.flag(r, m) is None for r in US + NON_US for m in MODELS)
+
+
+def test_mistyped_region_exits_64_and_touches_nothing(ws: Workspace) -> None:
+    result = _run(
+        "--inventory",
+        str(ws.inventory),
+        "revoke",
+        "-m",
+        "all",
+        "-r",
+        "eu-wset-1",
+        "--reason",
+        "r",
+        "--yes",
+    )
+
+    assert result.returncode == 64
+    assert "eu-wset-1" in result.stderr
+    assert "did you mean 'eu-west-1'" in result.stderr
+    assert all(ws.flag(r, m) is None for r in US + NON_US for m in MODELS)
+
+
+def test_acting_without_a_selector_is_refused(ws: Workspace) -> None:
+    result = _run("--inventory", str(ws.inventory), "revoke", "--reason", "r", "--yes")
+
+    assert result.returncode == 64
+    assert "--model all" in result.stderr
+
+
+def test_broken_inventory_exits_64_with_file_and_line(ws: Workspace) -> None:
+    ws.inventory.write_text(ws.inventory.read_text().replace("ssm-flag", "ssm-flga"))
+
+    result = _run("--inventory", str(ws.inventory), "status")
+
+    assert result.returncode == 64
+    assert f"{ws.inventory}:" in result.stderr
+    assert "unknown mechanism 'ssm-flga'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_inventory_from_the_environment(ws: Workspace) -> None:
+    result = _run(
+        "inventory", "validate", env={**_env(), "KILLSWITCH_INVENTORY": str(ws.inventory)}
+    )
+
+    assert result.returncode == 0
+    assert "16 targets" in result.stdout
+
+
+def test_end_to_end_revoke_status_and_drift_as_a_user(ws: Workspace) -> None:
+    base = ("--inventory", str(ws.inventory), "--actor", "oncall")
+    revoke = _run(*base, "revoke", "-s", "outside-us", "--reason", "export order", "--yes")
+    assert revoke.returncode == 0, revoke.stderr
+    assert "complete" in revoke.stdout
+
+    status = _run(*base, "status", "-o", "json")
+    drift = _run(*base, "drift")
+
+    assert status.returncode == 0
+    assert drift.returncode == 0
+    assert all(ws.posture(r, m) == "revoked" for r in NON_US for m in MODELS)
+
+
+def test_two_concurrent_applies_one_exits_4_naming_the_holder(
+    faulty_ws: Workspace, proxy: FaultProxy
+) -> None:
+    ws = faulty_ws
+    # Slow writes keep the first apply inside its lock long enough to collide.
+    proxy.add(for_action("PutParameter"), fault="delay", delay=0.5)
+    args = ("revoke", "-m", "all", "--reason", "export order", "--yes")
+
+    first = ws.spawn(*args, actor="alice")
+    second = ws.spawn(*args, actor="bob")
+    outcomes = []
+    for process in (first, second):
+        out, err = process.communicate(timeout=120)
+        outcomes.append((process.returncode, out, err))
+
+    codes = sorted(code for code, _, _ in outcomes)
+    assert codes == [0, 4], outcomes
+    _, _, loser_err = next(o for o in outcomes if o[0] == 4)
+    winner = "alice" if outcomes[0][0] == 0 else "bob"
+    assert f"lock held by {winner}" in loser_err
+    assert "since" in loser_err
+    assert all(ws.posture(r, m) == "revoked" for r in US + NON_US for m in MODELS)
+    # Every target was written exactly once: the applies never interleaved.
+    assert proxy.count("PutParameter") == len(MODELS) * len(US + NON_US)
+
+
+def test_killed_apply_is_finished_by_resume(faulty_ws: Workspace, proxy: FaultProxy) -> None:
+    ws = faulty_ws
+    ws.write_inventory(policy={"lock": {"ttl_seconds": 1}})
+    proxy.add(for_action("PutParameter"), fault="delay", delay=0.3)
+    process = ws.spawn("--concurrency", "1", "revoke", "-m", "all", "--reason", "r", "--yes")
+    deadline = time.monotonic() + 60
+    while proxy.count("PutParameter") < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.kill()  # SIGKILL mid-apply: no cleanup, lock still held
+    process.communicate()
+    proxy.clear()
+    ops = ws.run("ops", "list", "-o", "json").json()["ops"]
+    assert [o["status"] for o in ops] == ["running"]
+
+    # The dead holder's lease expires (ttl 1 s in this inventory), then resume takes over.
+    time.sleep(1.2)
+    result = ws.run("ops", "resume", ops[0]["id"], "--yes", "-o", "json")
+
+    assert result.code == 0, result.stderr
+    assert {t["result"] for t in result.json()["targets"]} <= {"verified", "skipped"}
+    assert all(ws.posture(r, m) == "revoked" for r in US + NON_US for m in MODELS)
+
+
+def _env() -> dict[str, str]:
+    import os
+
+    return dict(os.environ)

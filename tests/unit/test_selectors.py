@@ -1,0 +1,80 @@
+"""Selectors pick exactly the targets a person means, and refuse what they mistyped."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from killswitch import inventory
+from killswitch.errors import UsageError
+from killswitch.selectors import Selector, resolve
+from tests.unit.test_inventory import GOOD
+
+
+@pytest.fixture
+def inv(tmp_path: Path) -> inventory.Inventory:
+    path = tmp_path / "killswitch.yaml"
+    path.write_text(GOOD)
+    return inventory.load(path)
+
+
+def _pick(inv: inventory.Inventory, **kwargs: object) -> set[tuple[str, str]]:
+    targets = resolve(inv, Selector(**kwargs))  # type: ignore[arg-type]
+    return {(t.model, t.region) for t in targets}
+
+
+def test_all_models_in_every_region(inv: inventory.Inventory) -> None:
+    assert len(_pick(inv, models=("all",))) == 6
+
+
+def test_exclude_glob_leaves_the_us_out(inv: inventory.Inventory) -> None:
+    assert _pick(inv, models=("mythos-5",), regions=("!us-*",)) == {("mythos-5", "eu-west-1")}
+
+
+def test_globs_and_names_combine(inv: inventory.Inventory) -> None:
+    picked = _pick(inv, models=("*-5",), regions=("us-east-1", "eu-*"))
+
+    assert picked == {(m, r) for m in ("mythos-5", "fable-5") for r in ("us-east-1", "eu-west-1")}
+
+
+def test_scope_and_flags_intersect(inv: inventory.Inventory) -> None:
+    assert _pick(inv, scope="export-control", regions=("eu-west-1",)) == {
+        ("mythos-5", "eu-west-1"),
+        ("fable-5", "eu-west-1"),
+    }
+
+
+def test_provider_type_selects_its_instances(inv: inventory.Inventory) -> None:
+    assert len(_pick(inv, models=("all",), providers=("aws",))) == 6
+
+
+def test_target_glob(inv: inventory.Inventory) -> None:
+    picked = _pick(inv, targets=("aws:aws-prod/us-*/ssm-flag/fable-5",))
+
+    assert picked == {("fable-5", "us-east-1"), ("fable-5", "us-west-2")}
+
+
+@pytest.mark.parametrize(
+    ("flag", "kwargs", "expected"),
+    [
+        ("--model", {"models": ("mythos5",)}, "did you mean 'mythos-5'?"),
+        ("--region", {"models": ("all",), "regions": ("us-est-1",)}, "'us-east-1'"),
+        ("--region", {"models": ("all",), "regions": ("!eu-wst-1",)}, "eu-wst-1"),
+        ("--provider", {"models": ("all",), "providers": ("aws-prd",)}, "aws-prd"),
+        ("--scope", {"scope": "export"}, "unknown scope"),
+    ],
+)
+def test_unknown_names_are_usage_errors(
+    inv: inventory.Inventory, flag: str, kwargs: dict[str, object], expected: str
+) -> None:
+    with pytest.raises(UsageError) as caught:
+        _pick(inv, **kwargs)
+
+    assert flag in str(caught.value)
+    assert expected in str(caught.value)
+
+
+def test_a_selector_matching_nothing_is_an_error(inv: inventory.Inventory) -> None:
+    with pytest.raises(UsageError, match="matched no targets"):
+        _pick(inv, models=("all",), regions=("ap-*",))
