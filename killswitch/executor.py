@@ -88,6 +88,7 @@ class Executor:
                     op.id,
                     {"action": op.action.value, "targets": len(changes)},
                 )
+                log.info("applying", op=op.id, action=op.action.value, targets=len(changes))
                 # The ledger records intent: a target that fails still should be in this posture.
                 now = utcnow()
                 self.store.set_ledger(
@@ -98,6 +99,7 @@ class Executor:
                 steps = self.store.steps(op.id)
                 done = all(steps.get(t) and steps[t].result in DONE for t in op.target_ids)
                 status = OpStatus.COMPLETE if done else OpStatus.PARTIAL
+                log.info("op finished", op=op.id, status=status.value)
                 self.store.set_op_status(op.id, status, beat.lease)
                 counts: dict[str, int] = {}
                 for step in steps.values():

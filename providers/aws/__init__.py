@@ -7,9 +7,10 @@ validated or ``--help`` is shown.
 from __future__ import annotations
 
 import builtins
+import importlib
 import re
+import threading
 from collections.abc import Mapping, Sequence
-from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -107,16 +108,21 @@ class AwsProvider:
         self.config: AwsConfig = config
         self.models = models
         self._mechanisms: dict[str, Mechanism] = {}
+        self._clients: Clients | None = None
+        self._lock = threading.RLock()  # fan-out threads build levers and clients on first use
 
-    @cached_property
+    @property
     def clients(self) -> Clients:
-        from providers.aws.session import Clients
+        with self._lock:
+            if self._clients is None:
+                from providers.aws.session import Clients
 
-        return Clients(
-            profile=self.config.profile,
-            role_arn=self.config.role_arn,
-            endpoint_url=self.config.endpoint_url,
-        )
+                self._clients = Clients(
+                    profile=self.config.profile,
+                    role_arn=self.config.role_arn,
+                    endpoint_url=self.config.endpoint_url,
+                )
+            return self._clients
 
     def targets(self) -> list[Target]:
         return [
@@ -127,10 +133,8 @@ class AwsProvider:
         ]
 
     def mechanism(self, name: str) -> Mechanism:
-        if name not in self._mechanisms:
-            import importlib
-
-            module, _, attr = MECHANISMS[name].partition(":")
-            cls = getattr(importlib.import_module(module), attr)
-            self._mechanisms[name] = cls(self)
-        return self._mechanisms[name]
+        with self._lock:
+            if name not in self._mechanisms:
+                module, _, attr = MECHANISMS[name].partition(":")
+                self._mechanisms[name] = getattr(importlib.import_module(module), attr)(self)
+            return self._mechanisms[name]

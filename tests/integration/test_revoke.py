@@ -196,3 +196,35 @@ def test_status_reads_every_target(ws: Workspace) -> None:
     assert len(by_id) == len(MODELS) * len(US + NON_US)
     assert by_id["aws:aws-prod/eu-west-1/ssm-flag/mythos-5"]["observed"]["posture"] == "revoked"
     assert by_id["aws:aws-prod/eu-west-1/ssm-flag/fable-5"]["observed"]["posture"] == "open"
+
+
+def test_ops_show_tells_who_did_what_and_why(ws: Workspace) -> None:
+    op = ws.run(
+        "revoke",
+        "-m",
+        "mythos-5",
+        "-r",
+        "eu-*",
+        "--reason",
+        "export order",
+        "--ticket",
+        "INC-9",
+        "--yes",
+        "-o",
+        "json",
+    ).json()["op"]
+
+    result = ws.run("ops", "show", op, "-o", "json")
+    table = ws.run("ops", "show", op)
+
+    assert result.code == 0
+    shown = result.json()
+    assert shown["operation"]["action"] == "revoke"
+    assert shown["operation"]["actor"] == "alice"
+    assert shown["operation"]["reason"] == "export order"
+    assert shown["operation"]["ticket"] == "INC-9"
+    assert shown["operation"]["status"] == "complete"
+    assert {t["result"] for t in shown["targets"]} == {"verified"}
+    assert table.code == 0
+    assert "export order" in table.stdout
+    assert ws.run("ops", "show", "op-nope").code == 64

@@ -1,0 +1,79 @@
+"""What reaches the terminal, the logs and the state: JSON where promised, no secrets."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+from tests.conftest import Workspace, killswitch_command
+from tests.support.faultproxy import FaultProxy
+
+SECRET = "sk-test-9f8e7d6c5b4a-DO-NOT-LEAK"
+
+
+def _run(ws: Workspace, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "AWS_SECRET_ACCESS_KEY": SECRET, "AWS_SESSION_TOKEN": SECRET + "-token"}
+    return subprocess.run(
+        [killswitch_command(), "--inventory", str(ws.inventory), "--log-level", "debug", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_secrets_never_reach_output_logs_state_or_flags(ws: Workspace) -> None:
+    outputs = [
+        _run(ws, "revoke", "-m", "all", "--reason", "r", "--yes"),
+        _run(ws, "status", "-o", "json"),
+        _run(ws, "drift"),
+        _run(ws, "restore", "-m", "all", "--reason", "r", "--yes"),
+        _run(ws, "audit", "list", "-o", "json"),
+        _run(ws, "ops", "list"),
+    ]
+
+    for result in outputs:
+        assert SECRET not in result.stdout
+        assert SECRET not in result.stderr
+    for path in ws.state_db.parent.iterdir():
+        assert SECRET.encode() not in path.read_bytes(), path
+    flag = ws.flag("eu-west-1", "mythos-5")
+    assert flag is not None
+    assert SECRET not in json.dumps(flag)
+
+
+def test_logs_are_json_lines_on_stderr_when_not_a_terminal(ws: Workspace) -> None:
+    result = _run(ws, "revoke", "-m", "mythos-5", "--reason", "r", "--yes", "-o", "json")
+
+    assert result.returncode == 0
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines, "expected log lines at debug level"
+    events = [json.loads(line) for line in lines]
+    assert {"event", "level", "timestamp"} <= set(events[0])
+    assert any(e["event"] == "op finished" and e["status"] == "complete" for e in events)
+    assert json.loads(result.stdout)["status"] == "complete"  # stdout is only the report
+
+
+def test_role_arn_is_assumed_before_any_write(faulty_ws: Workspace, proxy: FaultProxy) -> None:
+    ws = faulty_ws
+    ws.write_inventory(
+        providers={
+            "aws-prod": {
+                "type": "aws",
+                "regions": ["us-east-1", "eu-west-1"],
+                "mechanisms": ["ssm-flag"],
+                "endpoint_url": ws.endpoint,
+                "role_arn": "arn:aws:iam::123456789012:role/killswitch-operator",
+            }
+        },
+        scopes={},
+    )
+
+    result = ws.run("revoke", "-m", "all", "--reason", "r", "--yes")
+
+    assert result.code == 0, result.stderr
+    assert proxy.count("AssumeRole") == 1
+    assert ws.posture("eu-west-1", "fable-5") == "revoked"
