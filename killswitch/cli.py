@@ -478,6 +478,33 @@ def audit_verify(session: Session, /) -> int:
     return int(ExitCode.PARTIAL if problems else ExitCode.OK)
 
 
+@cli.group("aws")
+def aws_group() -> None:
+    """AWS helpers."""
+
+
+@aws_group.command("policy")
+@session_options
+@click.pass_obj
+def aws_policy(session: Session, /) -> int:
+    """Print the least-privilege IAM policy the inventory's AWS levers need (JSON)."""
+    from killswitch import render
+    from killswitch.contract import LeastPrivilege
+
+    inv = session.load()
+    statements: list[Any] = []
+    for name in inv.provider_names:
+        provider = inv.provider(name)
+        if inv.spec.providers[name].type == "aws" and isinstance(provider, LeastPrivilege):
+            for statement in provider.least_privilege()["Statement"]:
+                if statement not in statements:
+                    statements.append(statement)
+    if not statements:
+        raise UsageError("the inventory has no aws provider")
+    render.emit_json({"Version": "2012-10-17", "Statement": statements})
+    return 0
+
+
 @cli.group("inventory")
 def inventory_group() -> None:
     """The inventory file."""

@@ -31,18 +31,24 @@ class ApplyContext:
 
 @dataclass(frozen=True)
 class Problem:
-    """One validation problem in a provider's inventory entry; ``loc`` is relative to it."""
+    """One validation problem; ``loc`` is relative to the provider's entry unless
+    ``absolute`` (e.g. ``("models", "mythos-5", "aws", "bedrock_ids")``)."""
 
     loc: tuple[str | int, ...]
     message: str
+    absolute: bool = False
 
 
 @dataclass(frozen=True)
 class Permission:
-    """One permission a lever needs, e.g. ``ssm:PutParameter`` on a resource pattern."""
+    """One permission a lever needs, e.g. ``ssm:PutParameter`` on a resource pattern.
+
+    ``resource`` may name inventory values in braces (``{ssm_prefix}``), which the
+    provider fills in when it prints its least-privilege policy."""
 
     action: str
     resource: str
+    condition: tuple[tuple[str, str, str], ...] = ()  # (operator, key, value)
 
 
 @runtime_checkable
@@ -62,6 +68,26 @@ class Mechanism(Protocol):
         ...
 
 
+@runtime_checkable
+class Grouped(Protocol):
+    """Optional: a lever where one provider resource controls many targets (an IAM
+    policy covers every region of an account). The engine applies all changes that
+    share a resource key in one call."""
+
+    def resource_key(self, target: Target) -> str: ...
+
+    def apply_group(self, targets: Sequence[Target], desired: Access, ctx: ApplyContext) -> None:
+        """Converge every target in ``targets`` (same resource key) in one write."""
+        ...
+
+
+@runtime_checkable
+class LeastPrivilege(Protocol):
+    """Optional: a provider that can print the least-privilege policy its levers need."""
+
+    def least_privilege(self) -> dict[str, Any]: ...
+
+
 class Provider(Protocol):
     """One provider instance from the inventory (e.g. ``aws-prod``)."""
 
@@ -70,7 +96,7 @@ class Provider(Protocol):
     mechanism_names: ClassVar[frozenset[str]]
 
     @classmethod
-    def check(cls, config: Any, models: Sequence[str]) -> list[Problem]:
+    def check(cls, config: Any, models: Mapping[str, Mapping[str, Any]]) -> list[Problem]:
         """Provider-specific checks beyond the schema (region names, model ids)."""
         ...
 

@@ -91,10 +91,12 @@ class Target:
     region: str
     mechanism: str
     model: str
+    account: str = ""  # set when one provider entry spans several accounts
 
     @property
     def id(self) -> str:
-        return f"{self.provider_type}:{self.provider}/{self.region}/{self.mechanism}/{self.model}"
+        where = f"{self.provider}@{self.account}" if self.account else self.provider
+        return f"{self.provider_type}:{where}/{self.region}/{self.mechanism}/{self.model}"
 
 
 @dataclass(frozen=True)

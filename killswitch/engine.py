@@ -351,8 +351,9 @@ def _unknown_as_change(change: Change) -> Change:
 def _target_from_id(target_id: str) -> Target:
     """Rebuild a Target from its id, for ops whose targets left the inventory."""
     provider_type, rest = target_id.split(":", 1)
-    provider, region, mechanism, model = rest.split("/", 3)
-    return Target(provider_type, provider, region, mechanism, model)
+    where, region, mechanism, model = rest.split("/", 3)
+    provider, _, account = where.partition("@")
+    return Target(provider_type, provider, region, mechanism, model, account)
 
 
 __all__ = ["Posture", "Switch", "desired_access", "plan_rows"]

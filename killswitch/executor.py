@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Sequence
 from itertools import groupby
 
 import structlog
 
-from killswitch.contract import ApplyContext
+from killswitch.contract import ApplyContext, Grouped, Mechanism
 from killswitch.domain import (
     Access,
     Action,
@@ -94,8 +95,9 @@ class Executor:
                 self.store.set_ledger(
                     [LedgerEntry(t, op.desired, op.id, now) for t in op.target_ids], lease
                 )
+                deadline = time.monotonic() + self.fleet.inventory.spec.policy.deadline_seconds
                 for wave in self._waves(op.action, changes):
-                    self._apply_wave(op, wave, beat)
+                    self._apply_wave(op, wave, beat, deadline)
                 steps = self.store.steps(op.id)
                 done = all(steps.get(t) and steps[t].result in DONE for t in op.target_ids)
                 status = OpStatus.COMPLETE if done else OpStatus.PARTIAL
@@ -120,45 +122,101 @@ class Executor:
         ordered = sorted(changes, key=wave, reverse=action is Action.RESTORE)
         return [list(group) for _, group in groupby(ordered, key=wave)]
 
-    def _apply_wave(self, op: Operation, wave: list[Change], beat: _Heartbeat) -> None:
+    def _units(self, wave: list[Change]) -> list[list[Change]]:
+        """Changes applied by one provider call: a group sharing a resource key, or one."""
+        units: dict[tuple[str, ...], list[Change]] = {}
+        for change in wave:
+            target = change.target
+            mechanism = self.fleet.mechanism(target)
+            if change.kind is ChangeKind.CHANGE and isinstance(mechanism, Grouped):
+                key: tuple[str, ...] = (
+                    target.provider,
+                    mechanism.name,
+                    mechanism.resource_key(target),
+                )
+            else:
+                key = ("single", target.id)
+            units.setdefault(key, []).append(change)
+        return list(units.values())
+
+    def _apply_wave(
+        self, op: Operation, wave: list[Change], beat: _Heartbeat, deadline: float
+    ) -> None:
         ctx = ApplyContext(op.id, op.actor, op.reason, op.ticket, utcnow())
 
-        def apply_one(change: Change) -> Step:
+        def apply_unit(unit: list[Change]) -> None:
             if beat.lost is not None:
                 raise beat.lost
-            target = change.target
-            if change.kind is ChangeKind.NONE:
-                return self._record(
-                    op.id, target, StepResult.SKIPPED, beat, observed=change.observed
+            if time.monotonic() > deadline:
+                for change in unit:
+                    self._record(
+                        op.id,
+                        change.target,
+                        StepResult.FAILED,
+                        beat,
+                        error="op deadline passed before this target was tried "
+                        "(policy.deadline_seconds); `ops resume` tries it",
+                    )
+                return
+            if unit[0].kind is ChangeKind.NONE:
+                self._record(
+                    op.id, unit[0].target, StepResult.SKIPPED, beat, observed=unit[0].observed
                 )
-            self._record(op.id, target, StepResult.STARTED, beat)
-            mechanism = self.fleet.mechanism(target)
+                return
+            targets = [c.target for c in unit]
+            for target in targets:
+                self._record(op.id, target, StepResult.STARTED, beat)
+            mechanism = self.fleet.mechanism(targets[0])
             try:
-                self.fleet.call(lambda: mechanism.apply(target, op.desired, ctx))
-                seen = self.fleet.call(lambda: mechanism.observe(target)).access
+                if len(targets) > 1 and isinstance(mechanism, Grouped):
+                    self.fleet.call(lambda: mechanism.apply_group(targets, op.desired, ctx))
+                else:
+                    self.fleet.call(lambda: mechanism.apply(targets[0], op.desired, ctx))
             except LeaseLost:
                 raise
             except KillswitchError as exc:
-                log.warning("step failed", op=op.id, target=target.id, error=str(exc))
-                return self._record(op.id, target, StepResult.FAILED, beat, error=str(exc))
-            if seen != op.desired:
-                error = f"read back {seen}, wanted {op.desired}"
-                return self._record(
-                    op.id, target, StepResult.FAILED, beat, error=error, observed=seen
+                log.warning(
+                    "step failed", op=op.id, targets=[t.id for t in targets], error=str(exc)
                 )
-            return self._record(op.id, target, StepResult.VERIFIED, beat, observed=seen)
+                for target in targets:
+                    self._record(op.id, target, StepResult.FAILED, beat, error=str(exc))
+                return
+            for target in targets:
+                self._verify(op, target, mechanism, beat)
 
         lost: BaseException | None = None
-        for change, outcome in self.fleet.fan_out(wave, apply_one, where=lambda c: c.target):
+        units = self._units(wave)
+        for unit, outcome in self.fleet.fan_out(units, apply_unit, where=lambda u: u[0].target):
             if isinstance(outcome, LeaseLost):
                 lost = outcome
             elif isinstance(outcome, BaseException):
-                # A bug, not a provider error: record it against the target and go on.
-                log.error("step crashed", target=change.target.id, error=repr(outcome))
-                error = f"internal error: {outcome!r}"
-                self._record(op.id, change.target, StepResult.FAILED, beat, error=error)
+                # A bug, not a provider error: record it against the targets and go on.
+                log.error("step crashed", target=unit[0].target.id, error=repr(outcome))
+                for change in unit:
+                    self._record(
+                        op.id,
+                        change.target,
+                        StepResult.FAILED,
+                        beat,
+                        error=f"internal error: {outcome!r}",
+                    )
         if lost is not None:
             raise lost
+
+    def _verify(
+        self, op: Operation, target: Target, mechanism: Mechanism, beat: _Heartbeat
+    ) -> None:
+        """Read the target back: verified only when observed equals desired."""
+        try:
+            seen = self.fleet.call(lambda: mechanism.observe(target)).access
+        except KillswitchError as exc:
+            self._record(op.id, target, StepResult.FAILED, beat, error=f"read-back: {exc}")
+            return
+        if seen != op.desired:
+            error = f"read back {seen}, wanted {op.desired}"
+            self._record(op.id, target, StepResult.FAILED, beat, error=error, observed=seen)
+        else:
+            self._record(op.id, target, StepResult.VERIFIED, beat, observed=seen)
 
     def _record(
         self,

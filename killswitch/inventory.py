@@ -59,6 +59,8 @@ class PolicySpec(_Strict):
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
     concurrency: ConcurrencyPolicy = Field(default_factory=ConcurrencyPolicy)
     lock: LockPolicy = Field(default_factory=LockPolicy)
+    # An op stops starting new provider calls after this long; the rest fail and resume.
+    deadline_seconds: float = Field(default=900.0, gt=0, le=86400)
 
 
 class ProviderEntry(BaseModel):
@@ -186,7 +188,8 @@ def load(path: Path) -> Inventory:
             problems += [at(("providers", name, *e["loc"]), e["msg"]) for e in exc.errors()]
             continue
         problems += [
-            at(("providers", name, *p.loc), p.message) for p in cls.check(config, list(spec.models))
+            at(p.loc if p.absolute else ("providers", name, *p.loc), p.message)
+            for p in cls.check(config, spec.models)
         ]
         provider_configs[name] = config
     problems += _check_scopes(spec, at)

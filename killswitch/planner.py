@@ -5,12 +5,16 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import TypeVar
 
+import structlog
+
 from killswitch import retry
 from killswitch.contract import Mechanism
 from killswitch.domain import Access, Action, Change, ChangeKind, Observed, Plan, Target
 from killswitch.errors import KillswitchError
 from killswitch.fanout import fan_out
 from killswitch.inventory import Inventory
+
+log = structlog.get_logger("killswitch.planner")
 
 Observation = Observed | KillswitchError
 T = TypeVar("T")
@@ -63,6 +67,11 @@ class Fleet:
         for target, outcome in self.fan_out(targets, self.observe, where=lambda t: t):
             if isinstance(outcome, KillswitchError):
                 results[target.id] = outcome
+            elif isinstance(outcome, Exception):
+                # A bug or an unclassified provider reply: this target is unreadable,
+                # the others are still worth reading (and a revoke still worth trying).
+                log.error("observe crashed", target=target.id, error=repr(outcome))
+                results[target.id] = KillswitchError(f"internal error: {outcome!r}")
             elif isinstance(outcome, BaseException):
                 raise outcome
             else:

@@ -1,4 +1,5 @@
-"""Provider ``aws``: one inventory entry per account (profile or role), many regions.
+"""Provider ``aws``: one inventory entry per organisation slice (one account, or many
+through assumed roles), many regions, several levers.
 
 boto3 is imported only when a lever is first used, not when the inventory is
 validated or ``--help`` is shown.
@@ -8,70 +9,31 @@ from __future__ import annotations
 
 import builtins
 import importlib
-import re
 import threading
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel
 
-from killswitch.contract import Mechanism, Problem
-from killswitch.domain import Target, did_you_mean
+from killswitch.contract import ApplyContext, Mechanism, Problem
+from killswitch.domain import Target
+from killswitch.errors import RetryableError
+from providers.aws.config import SERVICES, AwsConfig, check, known_regions
 
 if TYPE_CHECKING:
+    from providers.aws.ratelimit import Kind, RateLimits
     from providers.aws.session import Clients
+
+T = TypeVar("T")
 
 # name → "module:Class", imported on first use.
 MECHANISMS: dict[str, str] = {
     "ssm-flag": "providers.aws.ssm_flag:SsmFlag",
+    "iam-deny": "providers.aws.iam_deny:IamDeny",
+    "elb-rule": "providers.aws.elb_rule:ElbRule",
 }
-
-ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
-SSM_PREFIX = re.compile(r"^(/[A-Za-z0-9_.-]+)+$")
-
-
-class AwsConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    regions: list[str] = Field(min_length=1)
-    mechanisms: list[str] = Field(min_length=1)
-    endpoint_url: str | None = None
-    profile: str | None = None
-    role_arn: str | None = None
-    ssm_prefix: str = "/killswitch/models"
-
-    @field_validator("role_arn")
-    @classmethod
-    def _role_arn(cls, value: str | None) -> str | None:
-        if value is not None and not ROLE_ARN.fullmatch(value):
-            raise ValueError("must be an IAM role ARN, arn:aws:iam::<12 digits>:role/<name>")
-        return value
-
-    @field_validator("ssm_prefix")
-    @classmethod
-    def _ssm_prefix(cls, value: str) -> str:
-        if not SSM_PREFIX.fullmatch(value) or ".." in value:
-            raise ValueError("must be a parameter path like /killswitch/models (no trailing /)")
-        return value
-
-    @field_validator("endpoint_url")
-    @classmethod
-    def _endpoint_url(cls, value: str | None) -> str | None:
-        if value is not None and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", value):
-            raise ValueError("must be an http(s) URL, e.g. http://127.0.0.1:5000")
-        return value
-
-
-def known_regions() -> set[str]:
-    """Every region botocore knows, across partitions (aws, aws-cn, aws-us-gov, …)."""
-    import botocore.session
-
-    session = botocore.session.get_session()
-    return {
-        region
-        for partition in session.get_available_partitions()
-        for region in session.get_available_regions("ssm", partition_name=partition)
-    }
+GLOBAL = "global"  # the region key of global services (IAM)
+THROTTLE_HINTS = ("Throttl", "Rate exceeded", "TooManyRequests", "RequestLimitExceeded", "SlowDown")
 
 
 class AwsProvider:
@@ -80,28 +42,8 @@ class AwsProvider:
     mechanism_names: ClassVar[frozenset[str]] = frozenset(MECHANISMS)
 
     @classmethod
-    def check(cls, config: Any, models: Sequence[str]) -> list[Problem]:
-        problems = []
-        for i, name in enumerate(config.mechanisms):
-            if name not in MECHANISMS:
-                problems.append(
-                    Problem(
-                        ("mechanisms", i),
-                        f"unknown mechanism {name!r} (aws has: {', '.join(sorted(MECHANISMS))})",
-                    )
-                )
-        regions = known_regions()
-        seen: set[str] = set()
-        for i, region in enumerate(config.regions):
-            if region in seen:
-                problems.append(Problem(("regions", i), f"region {region!r} listed twice"))
-            seen.add(region)
-            if region not in regions:
-                suggestion = did_you_mean(region, regions)
-                problems.append(
-                    Problem(("regions", i), f"unknown AWS region {region!r}{suggestion}")
-                )
-        return problems
+    def check(cls, config: Any, models: Mapping[str, Mapping[str, Any]]) -> list[Problem]:
+        return check(config, models, set(MECHANISMS))
 
     def __init__(self, name: str, config: Any, models: Mapping[str, Mapping[str, Any]]) -> None:
         self.name = name
@@ -109,25 +51,25 @@ class AwsProvider:
         self.models = models
         self._mechanisms: dict[str, Mechanism] = {}
         self._clients: Clients | None = None
+        self._limits: RateLimits | None = None
         self._lock = threading.RLock()  # fan-out threads build levers and clients on first use
 
-    @property
-    def clients(self) -> Clients:
-        with self._lock:
-            if self._clients is None:
-                from providers.aws.session import Clients
+    # -- what it controls --------------------------------------------------------
+    def regions(self) -> list[str]:
+        if isinstance(self.config.regions, list):
+            return list(self.config.regions)
+        services = {SERVICES[m] for m in self.config.mechanisms}
+        return sorted(known_regions(services))
 
-                self._clients = Clients(
-                    profile=self.config.profile,
-                    role_arn=self.config.role_arn,
-                    endpoint_url=self.config.endpoint_url,
-                )
-            return self._clients
+    def accounts(self) -> list[str]:
+        """Account ids this entry spans; [""] means the one account of its credentials."""
+        return [a.id for a in self.config.accounts] or [""]
 
     def targets(self) -> list[Target]:
         return [
-            Target(self.type, self.name, region, mechanism, model)
-            for region in self.config.regions
+            Target(self.type, self.name, region, mechanism, model, account)
+            for account in self.accounts()
+            for region in self.regions()
             for mechanism in self.config.mechanisms
             for model in self.models
         ]
@@ -138,3 +80,79 @@ class AwsProvider:
                 module, _, attr = MECHANISMS[name].partition(":")
                 self._mechanisms[name] = getattr(importlib.import_module(module), attr)(self)
             return self._mechanisms[name]
+
+    def least_privilege(self) -> dict[str, Any]:
+        """The IAM policy document this entry's levers need, and nothing more."""
+        from providers.aws.policy import assume_role_statement, statements
+
+        levers = {name: self.mechanism(name) for name in self.config.mechanisms}
+        found = statements(self.config, levers)
+        roles = sorted({arn for a in self.accounts() if (arn := self.role_arn(a))})
+        if roles:
+            found.append(assume_role_statement(roles))
+        return {"Version": "2012-10-17", "Statement": found}
+
+    # -- calling AWS -------------------------------------------------------------
+    def role_arn(self, account: str) -> str | None:
+        for spec in self.config.accounts:
+            if spec.id == account and spec.role_arn:
+                return spec.role_arn
+        template = self.config.role_arn
+        return template.replace("{account}", account) if template else None
+
+    @property
+    def clients(self) -> Clients:
+        with self._lock:
+            if self._clients is None:
+                from providers.aws.session import Clients
+
+                self._clients = Clients(
+                    profile=self.config.profile, endpoint_url=self.config.endpoint_url
+                )
+            return self._clients
+
+    @property
+    def limits(self) -> RateLimits:
+        with self._lock:
+            if self._limits is None:
+                from providers.aws.ratelimit import RateLimits
+
+                overrides: dict[str, dict[Kind, float]] = {
+                    service: {"read": spec.read, "write": spec.write}
+                    for service, spec in self.config.rate_limits.items()
+                }
+                self._limits = RateLimits(overrides)
+            return self._limits
+
+    def call(
+        self,
+        target: Target,
+        service: str,
+        kind: Kind,
+        what: str,
+        fn: Callable[[Any], T],
+        ctx: ApplyContext | None = None,
+    ) -> T:
+        """``fn(client)`` within the service-region rate limit, errors classified.
+
+        Global services (IAM) use us-east-1 and one bucket per account.
+        """
+        from providers.aws.errors import aws_call
+        from providers.aws.session import session_name
+
+        region = "us-east-1" if service == "iam" else target.region
+        name = session_name(ctx.actor if ctx else None, ctx.op_id if ctx else None)
+        client = self.clients.client(service, region, self.role_arn(target.account), name)
+        bucket = self.limits.bucket(
+            target.account, service, GLOBAL if service == "iam" else region, kind
+        )
+        bucket.acquire()
+        try:
+            with aws_call(what):
+                result = fn(client)
+        except RetryableError as exc:
+            if any(hint in str(exc) for hint in THROTTLE_HINTS):
+                bucket.throttled()
+            raise
+        bucket.succeeded()
+        return result

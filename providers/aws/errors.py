@@ -13,6 +13,7 @@ from botocore.exceptions import (
     EndpointConnectionError,
     ReadTimeoutError,
 )
+from botocore.parsers import ResponseParserError
 
 from killswitch.errors import PermanentError, ProviderError, RetryableError
 
@@ -59,7 +60,9 @@ def classify(exc: Exception, what: str) -> ProviderError:
             headers = exc.response.get("ResponseMetadata", {}).get("HTTPHeaders", {})
             return RetryableError(text, retry_after=_retry_after(headers.get("retry-after")))
         return PermanentError(text)
-    if isinstance(exc, NETWORK_ERRORS):
+    if isinstance(exc, (*NETWORK_ERRORS, ResponseParserError)):
+        # Connection trouble or a garbled reply: the request may or may not have landed,
+        # and every lever re-reads before it writes, so another try is safe.
         return RetryableError(f"{what}: {exc}")
     if isinstance(exc, BotoCoreError):
         return PermanentError(f"{what}: {exc}")
@@ -78,5 +81,5 @@ def aws_call(what: str) -> Iterator[None]:
     """Turn botocore exceptions raised inside into RetryableError or PermanentError."""
     try:
         yield
-    except (ClientError, BotoCoreError) as exc:
+    except (ClientError, BotoCoreError, ResponseParserError) as exc:
         raise classify(exc, what) from exc

@@ -1,12 +1,14 @@
-"""One boto3 session per provider instance, and one client per service and region.
+"""Sessions and clients: per account (profile or assumed role), service and region.
 
-boto3 sessions are not thread-safe, clients are: clients are built under a lock
+boto3 sessions are not thread-safe, clients are: both are built under a lock
 and then shared by the fan-out threads. botocore's own retries are off; the
-engine's tenacity policy is the one budget.
+engine's tenacity policy is the one budget. An assumed role's session name
+carries the actor and op id, so CloudTrail shows who pulled the switch.
 """
 
 from __future__ import annotations
 
+import re
 import threading
 from typing import Any
 
@@ -21,27 +23,36 @@ CLIENT_CONFIG = Config(
     read_timeout=15,
     max_pool_connections=32,
 )
+OBSERVER = "killswitch-observe"
+
+
+def session_name(actor: str | None, op_id: str | None) -> str:
+    """A RoleSessionName (2-64 of [\\w+=,.@-]) naming who acts and in which op."""
+    if actor is None:
+        return OBSERVER
+    raw = f"ks.{op_id}.{actor}" if op_id else f"ks.{actor}"
+    return re.sub(r"[^\w+=,.@-]", "-", raw)[:64]
 
 
 class Clients:
-    def __init__(
-        self, *, profile: str | None, role_arn: str | None, endpoint_url: str | None
-    ) -> None:
+    def __init__(self, *, profile: str | None, endpoint_url: str | None) -> None:
         self.profile = profile
-        self.role_arn = role_arn
         self.endpoint_url = endpoint_url
         self._lock = threading.Lock()
-        self._session: boto3.Session | None = None
-        self._clients: dict[tuple[str, str], Any] = {}
+        self._base: boto3.Session | None = None
+        self._sessions: dict[tuple[str | None, str], boto3.Session] = {}
+        self._clients: dict[tuple[str | None, str, str, str], Any] = {}
 
-    def client(self, service: str, region: str) -> Any:
-        key = (service, region)
+    def client(self, service: str, region: str, role_arn: str | None, name: str) -> Any:
+        """A client for ``service`` in ``region``, as ``role_arn`` (or the base identity)."""
+        key = (role_arn, name if role_arn else "", service, region)
         client = self._clients.get(key)
         if client is None:
             with self._lock:
                 client = self._clients.get(key)
                 if client is None:
-                    client = self._session_locked().client(
+                    session = self._session_locked(role_arn, name)
+                    client = session.client(
                         service,  # type: ignore[call-overload]
                         region_name=region,
                         endpoint_url=self.endpoint_url,
@@ -50,25 +61,24 @@ class Clients:
                     self._clients[key] = client
         return client
 
-    def _session_locked(self) -> boto3.Session:
-        if self._session is None:
-            base = boto3.Session(profile_name=self.profile)
-            if self.role_arn is None:
-                self._session = base
-            else:
-                sts = base.client(
-                    "sts",
-                    endpoint_url=self.endpoint_url,
-                    config=CLIENT_CONFIG,
-                    region_name=base.region_name or "us-east-1",
-                )
-                with aws_call(f"sts:AssumeRole {self.role_arn}"):
-                    creds = sts.assume_role(RoleArn=self.role_arn, RoleSessionName="killswitch")[
-                        "Credentials"
-                    ]
-                self._session = boto3.Session(
-                    aws_access_key_id=creds["AccessKeyId"],
-                    aws_secret_access_key=creds["SecretAccessKey"],
-                    aws_session_token=creds["SessionToken"],
-                )
-        return self._session
+    def _session_locked(self, role_arn: str | None, name: str) -> boto3.Session:
+        if self._base is None:
+            self._base = boto3.Session(profile_name=self.profile)
+        if role_arn is None:
+            return self._base
+        key = (role_arn, name)
+        if key not in self._sessions:
+            sts = self._base.client(
+                "sts",
+                endpoint_url=self.endpoint_url,
+                config=CLIENT_CONFIG,
+                region_name=self._base.region_name or "us-east-1",
+            )
+            with aws_call(f"sts:AssumeRole {role_arn}"):
+                creds = sts.assume_role(RoleArn=role_arn, RoleSessionName=name)["Credentials"]
+            self._sessions[key] = boto3.Session(
+                aws_access_key_id=creds["AccessKeyId"],
+                aws_secret_access_key=creds["SecretAccessKey"],
+                aws_session_token=creds["SessionToken"],
+            )
+        return self._sessions[key]

@@ -15,7 +15,6 @@ from botocore.exceptions import ClientError
 from killswitch.contract import ApplyContext, Permission
 from killswitch.domain import OPEN, Access, Observed, Posture, Target
 from killswitch.errors import PermanentError
-from providers.aws.errors import aws_call
 
 if TYPE_CHECKING:
     from providers.aws import AwsProvider
@@ -70,10 +69,14 @@ class SsmFlag:
 
     def observe(self, target: Target) -> Observed:
         name = self.parameter(target)
-        ssm = self.provider.clients.client("ssm", target.region)
         try:
-            with aws_call(f"ssm:GetParameter {name} in {target.region}"):
-                reply = ssm.get_parameter(Name=name)
+            reply = self.provider.call(
+                target,
+                "ssm",
+                "read",
+                f"ssm:GetParameter {name} in {target.region}",
+                lambda ssm: ssm.get_parameter(Name=name),
+            )
         except PermanentError as exc:
             if (
                 isinstance(exc.__cause__, ClientError)
@@ -92,15 +95,20 @@ class SsmFlag:
         except CorruptFlag:
             pass  # a flag no gateway can read is overwritten with one it can
         name = self.parameter(target)
-        ssm = self.provider.clients.client("ssm", target.region)
-        with aws_call(f"ssm:PutParameter {name} in {target.region}"):
-            ssm.put_parameter(
+        self.provider.call(
+            target,
+            "ssm",
+            "write",
+            f"ssm:PutParameter {name} in {target.region}",
+            lambda ssm: ssm.put_parameter(
                 Name=name,
                 Value=flag_document(target.model, desired, ctx),
                 Type="String",
                 Overwrite=True,
                 Description=f"killswitch posture of {target.model}",
-            )
+            ),
+            ctx,
+        )
 
 
 def _code(exc: ClientError) -> str:

@@ -138,23 +138,22 @@ def test_two_concurrent_applies_one_exits_4_naming_the_holder(
     faulty_ws: Workspace, proxy: FaultProxy
 ) -> None:
     ws = faulty_ws
-    # Slow writes keep the first apply inside its lock long enough to collide.
-    proxy.add(for_action("PutParameter"), fault="delay", delay=0.5)
+    # The first apply's writes are held at the proxy, so it sits inside its lock.
+    hold = proxy.add(for_action("PutParameter"), fault="hold")
     args = ("revoke", "-m", "all", "--reason", "export order", "--yes")
-
     first = ws.spawn(*args, actor="alice")
-    second = ws.spawn(*args, actor="bob")
-    outcomes = []
-    for process in (first, second):
-        out, err = process.communicate(timeout=120)
-        outcomes.append((process.returncode, out, err))
+    deadline = time.monotonic() + 60
+    while proxy.count("PutParameter") == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
 
-    codes = sorted(code for code, _, _ in outcomes)
-    assert codes == [0, 4], outcomes
-    _, _, loser_err = next(o for o in outcomes if o[0] == 4)
-    winner = "alice" if outcomes[0][0] == 0 else "bob"
-    assert f"lock held by {winner}" in loser_err
-    assert "since" in loser_err
+    second = ws.spawn(*args, actor="bob")
+    _, loser_err = second.communicate(timeout=120)
+    hold.gate.set()
+    first.communicate(timeout=120)
+
+    assert (first.returncode, second.returncode) == (0, 4), loser_err
+    assert "lock held by alice since" in loser_err
+    assert "op-" in loser_err
     assert all(ws.posture(r, m) == "revoked" for r in US + NON_US for m in MODELS)
     # Every target was written exactly once: the applies never interleaved.
     assert proxy.count("PutParameter") == len(MODELS) * len(US + NON_US)
@@ -162,25 +161,28 @@ def test_two_concurrent_applies_one_exits_4_naming_the_holder(
 
 def test_killed_apply_is_finished_by_resume(faulty_ws: Workspace, proxy: FaultProxy) -> None:
     ws = faulty_ws
-    ws.write_inventory(policy={"lock": {"ttl_seconds": 1}})
-    proxy.add(for_action("PutParameter"), fault="delay", delay=0.3)
-    process = ws.spawn("--concurrency", "1", "revoke", "-m", "all", "--reason", "r", "--yes")
+    ws.write_inventory(policy={"lock": {"ttl_seconds": 3}})
+    proxy.add(for_action("PutParameter"), fault="delay", times=3)  # three writes go through …
+    hold = proxy.add(for_action("PutParameter"), fault="hold")  # … the fourth hangs
+    process = ws.spawn("revoke", "-m", "all", "--reason", "r", "--yes")
     deadline = time.monotonic() + 60
-    while proxy.count("PutParameter") < 3 and time.monotonic() < deadline:
+    while hold.fired == 0 and time.monotonic() < deadline:
         time.sleep(0.05)
-    process.kill()  # SIGKILL mid-apply: no cleanup, lock still held
+    process.kill()  # SIGKILL mid-apply: no cleanup, lock still held, steps half-journaled
     process.communicate()
+    hold.gate.set()
     proxy.clear()
     ops = ws.run("ops", "list", "-o", "json").json()["ops"]
     assert [o["status"] for o in ops] == ["running"]
+    assert ws.run("ops", "resume", ops[0]["id"], "--yes").code == 4  # the dead holder's lease
 
-    # The dead holder's lease expires (ttl 1 s in this inventory), then resume takes over.
-    time.sleep(1.2)
+    time.sleep(3.2)  # the lease (ttl 3 s in this inventory) expires; resume takes over
     result = ws.run("ops", "resume", ops[0]["id"], "--yes", "-o", "json")
 
     assert result.code == 0, result.stderr
     assert {t["result"] for t in result.json()["targets"]} <= {"verified", "skipped"}
     assert all(ws.posture(r, m) == "revoked" for r in US + NON_US for m in MODELS)
+    assert ws.run("drift").code == 0
 
 
 def _env() -> dict[str, str]:

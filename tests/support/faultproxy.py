@@ -39,19 +39,30 @@ class Rule:
     """When ``match`` says so, do ``fault``; ``times`` bounds how often (None: always)."""
 
     match: Callable[[Call], bool]
-    fault: str  # "error", "delay", "reset", "lose-reply"
+    fault: str  # "error", "delay", "hold", "reset", "lose-reply"
     status: int = 500
     body: bytes = b""
     content_type: str = "application/x-amz-json-1.1"
     delay: float = 0.0
     times: int | None = None
     fired: int = 0
+    gate: threading.Event = field(default_factory=threading.Event)  # "hold" waits for it
 
 
 def aws_error(code: str, message: str, status: int = 400) -> dict[str, object]:
     """Rule arguments for an AWS JSON-protocol error reply (SSM, DynamoDB …)."""
     body = f'{{"__type":"{code}","message":"{message}"}}'.encode()
     return {"fault": "error", "status": status, "body": body}
+
+
+def aws_query_error(code: str, message: str, status: int = 400) -> dict[str, object]:
+    """Rule arguments for an AWS query-protocol (XML) error reply (IAM, STS, ELBv2 …)."""
+    body = (
+        "<ErrorResponse><Error><Type>Sender</Type>"
+        f"<Code>{code}</Code><Message>{message}</Message></Error>"
+        "<RequestId>faultproxy</RequestId></ErrorResponse>"
+    ).encode()
+    return {"fault": "error", "status": status, "body": body, "content_type": "text/xml"}
 
 
 def for_region(region: str, action: str | None = None) -> Callable[[Call], bool]:
@@ -97,6 +108,9 @@ class FaultProxy:
         return self
 
     def stop(self) -> None:
+        with self._lock:
+            for rule in self.rules:
+                rule.gate.set()
         self._server.shutdown()
         self._server.server_close()
 
@@ -140,6 +154,9 @@ class FaultProxy:
         rule = self._pick(call)
         if rule is not None and rule.fault == "delay":
             time.sleep(rule.delay)
+            rule = None
+        elif rule is not None and rule.fault == "hold":
+            rule.gate.wait(timeout=60)  # the test opens the gate when it is ready
             rule = None
         if rule is not None and rule.fault == "error":
             self._reply(handler, rule.status, {"Content-Type": rule.content_type}, rule.body)

@@ -1,0 +1,334 @@
+"""Lever iam-deny against moto's IAM over HTTP, in two accounts reached by assumed roles.
+
+moto does not evaluate resource-level denies, so the policy documents are
+asserted statement by statement, as read back from the server.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import boto3
+import pytest
+
+from tests.conftest import Workspace
+from tests.support.faultproxy import Call, FaultProxy, aws_query_error
+
+ACCOUNTS = ["111111111111", "222222222222"]
+REGIONS = ["us-east-1", "us-west-2", "eu-west-1", "ap-northeast-1"]
+IDS = {"mythos-5": ["anthropic.mythos-5-v1:0"], "fable-5": ["anthropic.fable-5-v1:0"]}
+ACTIONS = [
+    "bedrock:InvokeModel",
+    "bedrock:InvokeModelWithResponseStream",
+    "bedrock:Converse",
+    "bedrock:ConverseStream",
+]
+
+
+def iam_in(ws: Workspace, account: str) -> Any:
+    """An IAM client acting in ``account`` (moto maps assumed-role keys to the account)."""
+    sts = boto3.client("sts", region_name="us-east-1", endpoint_url=ws.server)
+    creds = sts.assume_role(
+        RoleArn=f"arn:aws:iam::{account}:role/test-admin", RoleSessionName="test"
+    )["Credentials"]
+    return boto3.client(
+        "iam",
+        region_name="us-east-1",
+        endpoint_url=ws.server,
+        aws_access_key_id=creds["AccessKeyId"],
+        aws_secret_access_key=creds["SecretAccessKey"],
+        aws_session_token=creds["SessionToken"],
+    )
+
+
+def policy_arn(account: str, model: str) -> str:
+    return f"arn:aws:iam::{account}:policy/killswitch/killswitch-deny-{model}"
+
+
+def default_document(iam: Any, arn: str) -> dict[str, Any]:
+    version = iam.get_policy(PolicyArn=arn)["Policy"]["DefaultVersionId"]
+    document: dict[str, Any] = iam.get_policy_version(PolicyArn=arn, VersionId=version)[
+        "PolicyVersion"
+    ]["Document"]
+    return document
+
+
+def statements(iam: Any, arn: str) -> dict[str, dict[str, Any]]:
+    return {s["Sid"]: s for s in default_document(iam, arn)["Statement"]}
+
+
+def resources(region: str, model: str) -> list[str]:
+    [model_id] = IDS[model]
+    return sorted(
+        [
+            f"arn:aws:bedrock:{region}::foundation-model/{model_id}",
+            f"arn:aws:bedrock:{region}:*:inference-profile/*.{model_id}",
+        ]
+    )
+
+
+@pytest.fixture
+def bedrock(ws: Workspace) -> Workspace:
+    """Two accounts, each with the role and group that call Bedrock, and an unrelated policy."""
+    for account in ACCOUNTS:
+        iam = iam_in(ws, account)
+        iam.create_role(RoleName="model-callers", AssumeRolePolicyDocument="{}")
+        iam.create_group(GroupName="analysts")
+        other = iam.create_policy(
+            PolicyName="team-s3",
+            PolicyDocument='{"Version":"2012-10-17","Statement":[{"Effect":"Allow",'
+            '"Action":"s3:GetObject","Resource":"*"}]}',
+        )["Policy"]["Arn"]
+        iam.attach_role_policy(RoleName="model-callers", PolicyArn=other)
+    ws.write_inventory(
+        models={m: {"aws": {"bedrock_ids": ids}} for m, ids in IDS.items()},
+        providers={
+            "bedrock-org": {
+                "type": "aws",
+                "regions": REGIONS,
+                "mechanisms": ["iam-deny"],
+                "endpoint_url": ws.endpoint,
+                "role_arn": "arn:aws:iam::{account}:role/killswitch-operator",
+                "accounts": [{"id": a} for a in ACCOUNTS],
+                "iam": {"roles": ["model-callers"], "groups": ["analysts"]},
+            }
+        },
+        scopes={},
+        policy={
+            "restore": {"approvals": 1},
+            "retry": {"attempts": 6, "max_seconds": 20, "base_seconds": 0.05},
+        },
+    )
+    return ws
+
+
+@pytest.fixture
+def bedrock_via_proxy(faulty_ws: Workspace) -> Workspace:
+    return faulty_ws
+
+
+def test_revoke_outside_us_denies_each_region_in_each_account(bedrock: Workspace) -> None:
+    result = bedrock.run("revoke", "-m", "all", "-r", "!us-*", "--reason", "order", "--yes")
+
+    assert result.code == 0, result.stdout + result.stderr
+    for account, model in itertools.product(ACCOUNTS, IDS):
+        iam = iam_in(bedrock, account)
+        found = statements(iam, policy_arn(account, model))
+        assert set(found) == {"KillswitchEuWest1", "KillswitchApNortheast1"}
+        for region, sid in (
+            ("eu-west-1", "KillswitchEuWest1"),
+            ("ap-northeast-1", "KillswitchApNortheast1"),
+        ):
+            statement = found[sid]
+            assert statement["Effect"] == "Deny"
+            assert sorted(statement["Action"]) == sorted(ACTIONS)
+            assert sorted(statement["Resource"]) == resources(region, model)
+            assert "Condition" not in statement
+        entities = iam.list_entities_for_policy(PolicyArn=policy_arn(account, model))
+        assert [r["RoleName"] for r in entities["PolicyRoles"]] == ["model-callers"]
+        assert [g["GroupName"] for g in entities["PolicyGroups"]] == ["analysts"]
+
+
+def test_restrict_spares_principals_tagged_with_the_audience(bedrock: Workspace) -> None:
+    bedrock.run("revoke", "-m", "mythos-5", "-r", "!us-*", "--reason", "order", "--yes")
+
+    result = bedrock.run(
+        "restrict", "-m", "mythos-5", "-r", "us-*", "-a", "us-person", "--reason", "order", "--yes"
+    )
+
+    assert result.code == 0, result.stdout
+    found = statements(iam_in(bedrock, ACCOUNTS[0]), policy_arn(ACCOUNTS[0], "mythos-5"))
+    assert found["KillswitchUsEast1"]["Condition"] == {
+        "StringNotEquals": {"aws:PrincipalTag/killswitch-audience": ["us-person"]}
+    }
+    assert "Condition" not in found["KillswitchEuWest1"]  # the revoke stays as it was
+
+
+def test_one_iam_write_per_model_and_account(
+    bedrock_via_proxy: Workspace, proxy: FaultProxy
+) -> None:
+    ws = bedrock_via_proxy
+    _bedrock_inventory(ws)
+
+    result = ws.run("revoke", "-m", "all", "--reason", "order", "--yes", "-o", "json")
+
+    assert result.code == 0, result.stdout
+    assert len(result.json()["targets"]) == len(IDS) * len(ACCOUNTS) * len(REGIONS)
+    # Four regions of one model in one account are one policy: one write for all of them.
+    writes = proxy.count("CreatePolicy") + proxy.count("CreatePolicyVersion")
+    assert writes == len(IDS) * len(ACCOUNTS)
+
+
+def test_restore_switches_back_to_the_previous_version(bedrock: Workspace) -> None:
+    iam = iam_in(bedrock, ACCOUNTS[0])
+    arn = policy_arn(ACCOUNTS[0], "fable-5")
+    bedrock.run("revoke", "-m", "fable-5", "-r", "eu-west-1", "--reason", "r", "--yes")
+    before = iam.get_policy(PolicyArn=arn)["Policy"]["DefaultVersionId"]
+    bedrock.run("revoke", "-m", "fable-5", "--reason", "r2", "--yes")
+    assert iam.get_policy(PolicyArn=arn)["Policy"]["DefaultVersionId"] != before
+
+    result = bedrock.run("restore", "-m", "fable-5", "-r", "!eu-west-1", "--reason", "ok", "--yes")
+
+    assert result.code == 0, result.stdout
+    assert iam.get_policy(PolicyArn=arn)["Policy"]["DefaultVersionId"] == before
+    assert len(iam.list_policy_versions(PolicyArn=arn)["Versions"]) == 2
+    assert set(statements(iam, arn)) == {"KillswitchEuWest1"}
+
+
+def test_versions_stay_within_iams_limit_of_five(bedrock: Workspace) -> None:
+    arn = policy_arn(ACCOUNTS[1], "mythos-5")
+    for i, audience in enumerate(["a1", "a2", "a3", "a4", "a5", "a6", "a7"]):
+        result = bedrock.run(
+            "restrict", "-m", "mythos-5", "-a", audience, "--reason", f"step {i}", "--yes"
+        )
+        assert result.code == 0, result.stdout
+
+    iam = iam_in(bedrock, ACCOUNTS[1])
+    assert len(iam.list_policy_versions(PolicyArn=arn)["Versions"]) <= 5
+    condition = statements(iam, arn)["KillswitchUsEast1"]["Condition"]
+    assert condition["StringNotEquals"]["aws:PrincipalTag/killswitch-audience"] == ["a7"]
+
+
+def test_other_policies_are_never_touched(bedrock: Workspace) -> None:
+    iam = iam_in(bedrock, ACCOUNTS[0])
+    other = next(
+        p for p in iam.list_policies(Scope="Local")["Policies"] if p["PolicyName"] == "team-s3"
+    )
+
+    bedrock.run("revoke", "-m", "all", "--reason", "r", "--yes")
+    bedrock.run("restore", "-m", "all", "--reason", "r", "--yes")
+
+    after = iam.get_policy(PolicyArn=other["Arn"])["Policy"]
+    assert after["DefaultVersionId"] == other["DefaultVersionId"]
+    assert len(iam.list_policy_versions(PolicyArn=other["Arn"])["Versions"]) == 1
+    attached = iam.list_attached_role_policies(RoleName="model-callers")["AttachedPolicies"]
+    assert other["Arn"] in {p["PolicyArn"] for p in attached}
+
+
+def test_detached_policy_reads_as_open_and_revoke_reattaches(bedrock: Workspace) -> None:
+    bedrock.run("revoke", "-m", "fable-5", "--reason", "r", "--yes")
+    iam = iam_in(bedrock, ACCOUNTS[0])
+    iam.detach_role_policy(RoleName="model-callers", PolicyArn=policy_arn(ACCOUNTS[0], "fable-5"))
+
+    drift = bedrock.run("drift", "-m", "fable-5", "-o", "json")
+    fixed = bedrock.run("revoke", "-m", "fable-5", "--reason", "r", "--yes")
+
+    assert drift.code == 2
+    drifted = {t["id"] for t in drift.json()["targets"] if t["result"] == "drift"}
+    assert drifted == {f"aws:bedrock-org@{ACCOUNTS[0]}/{r}/iam-deny/fable-5" for r in REGIONS}
+    assert fixed.code == 0
+    roles = iam.list_entities_for_policy(PolicyArn=policy_arn(ACCOUNTS[0], "fable-5"))
+    assert [r["RoleName"] for r in roles["PolicyRoles"]] == ["model-callers"]
+
+
+def test_session_name_in_cloudtrail_carries_actor_and_op(
+    bedrock_via_proxy: Workspace, proxy: FaultProxy
+) -> None:
+    ws = bedrock_via_proxy
+    _bedrock_inventory(ws)
+    names: list[str] = []
+    proxy.add(lambda call: _session_name(call, names), fault="delay", delay=0)
+
+    op = ws.run("revoke", "-m", "mythos-5", "--reason", "r", "--yes", "-o", "json").json()["op"]
+
+    assert f"ks.{op}.alice" in names
+
+
+def test_throttling_and_a_lost_reply_still_end_verified(
+    bedrock_via_proxy: Workspace, proxy: FaultProxy
+) -> None:
+    ws = bedrock_via_proxy
+    _bedrock_inventory(ws)
+    counter = itertools.count()
+    proxy.add(lambda call: call.action == "CreatePolicy", fault="lose-reply", times=1)
+    proxy.add(
+        lambda call: (
+            call.action in {"GetPolicy", "ListEntitiesForPolicy", "CreatePolicyVersion"}
+            and next(counter) % 3 == 0
+        ),
+        **aws_query_error("Throttling", "Rate exceeded"),
+    )
+
+    result = ws.run("revoke", "-m", "all", "-r", "!us-*", "--reason", "r", "--yes", "-o", "json")
+
+    assert result.code == 0, result.stdout
+    assert {t["result"] for t in result.json()["targets"]} == {"verified"}
+    for account, model in itertools.product(ACCOUNTS, IDS):
+        iam = iam_in(ws, account)
+        arn = policy_arn(account, model)
+        # The lost CreatePolicy was not repeated: one policy, one version.
+        assert len(iam.list_policy_versions(PolicyArn=arn)["Versions"]) == 1
+        assert set(statements(iam, arn)) == {"KillswitchEuWest1", "KillswitchApNortheast1"}
+
+
+def test_regions_all_resolves_offline(bedrock: Workspace) -> None:
+    providers = {
+        "bedrock-org": {
+            "type": "aws",
+            "regions": "all",
+            "mechanisms": ["iam-deny"],
+            "endpoint_url": "http://127.0.0.1:9",  # nothing listens: validation must not call AWS
+            "iam": {"roles": ["model-callers"]},
+        }
+    }
+    bedrock.write_inventory(
+        models={m: {"aws": {"bedrock_ids": ids}} for m, ids in IDS.items()},
+        providers=providers,
+        scopes={},
+    )
+
+    result = bedrock.run("inventory", "validate", "-o", "json")
+
+    assert result.code == 0, result.stderr
+    import botocore.session
+
+    expected = len(botocore.session.get_session().get_available_regions("bedrock"))
+    assert result.json()["targets"] == expected * len(IDS)
+
+
+def test_missing_bedrock_ids_is_an_inventory_error(bedrock: Workspace) -> None:
+    text = (
+        bedrock.inventory.read_text()
+        .replace("- anthropic.fable-5-v1:0", "[]")
+        .replace("bedrock_ids:\n      []", "bedrock_ids: []")
+    )
+    bedrock.inventory.write_text(text)
+
+    result = bedrock.run("status")
+
+    assert result.code == 64
+    assert "iam-deny needs aws.bedrock_ids" in result.stderr
+
+
+def _bedrock_inventory(ws: Workspace) -> None:
+    for account in ACCOUNTS:
+        iam = iam_in(ws, account)
+        iam.create_role(RoleName="model-callers", AssumeRolePolicyDocument="{}")
+    ws.write_inventory(
+        models={m: {"aws": {"bedrock_ids": ids}} for m, ids in IDS.items()},
+        providers={
+            "bedrock-org": {
+                "type": "aws",
+                "regions": REGIONS,
+                "mechanisms": ["iam-deny"],
+                "endpoint_url": ws.endpoint,
+                "role_arn": "arn:aws:iam::{account}:role/killswitch-operator",
+                "accounts": [{"id": a} for a in ACCOUNTS],
+                "iam": {"roles": ["model-callers"]},
+            }
+        },
+        scopes={},
+        policy={"retry": {"attempts": 8, "max_seconds": 30, "base_seconds": 0.05}},
+    )
+
+
+def _session_name(call: Call, names: list[str]) -> bool:
+    if call.action == "AssumeRole":
+        body = call.body.decode()
+        for part in body.split("&"):
+            if part.startswith("RoleSessionName="):
+                from urllib.parse import unquote_plus
+
+                names.append(unquote_plus(part.split("=", 1)[1]))
+    return False
