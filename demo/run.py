@@ -50,14 +50,17 @@ def inventory(endpoint: str) -> str:
 version: 1
 state: sqlite:///./state.db
 models:
-  mythos-5: {{}}
-  fable-5: {{}}
+  mythos-5:
+    aws: {{bedrock_ids: [anthropic.mythos-5-v1:0]}}
+  fable-5:
+    aws: {{bedrock_ids: [anthropic.fable-5-v1:0]}}
 providers:
   aws-prod:
     type: aws
     regions: [{regions}]
-    mechanisms: [ssm-flag]
+    mechanisms: [ssm-flag, iam-deny]
     endpoint_url: {endpoint}
+    iam: {{roles: [bedrock-callers]}}
 scopes:
   export-control: {{models: [mythos-5, fable-5], regions: ["*"]}}
   outside-us: {{models: [mythos-5, fable-5], regions: ["!us-*"]}}
@@ -106,6 +109,27 @@ def reopen_by_hand(endpoint: str, region: str, model: str) -> None:
     )
 
 
+def show_iam_policy(endpoint: str, model: str) -> None:
+    """What IAM now holds: one deny policy per model, one statement per closed region."""
+    import boto3
+
+    iam = boto3.client("iam", region_name="us-east-1", endpoint_url=endpoint)
+    account = boto3.client("sts", region_name="us-east-1", endpoint_url=endpoint)
+    arn = (
+        f"arn:aws:iam::{account.get_caller_identity()['Account']}"
+        f":policy/killswitch/killswitch-deny-{model}"
+    )
+    policy = iam.get_policy(PolicyArn=arn)["Policy"]
+    document = iam.get_policy_version(PolicyArn=arn, VersionId=policy["DefaultVersionId"])[
+        "PolicyVersion"
+    ]["Document"]
+    print(f"{DIM}IAM {arn} ({policy['DefaultVersionId']}, attached to bedrock-callers):{RESET}")
+    for statement in document["Statement"]:
+        condition = statement.get("Condition", {}).get("StringNotEquals")
+        spared = f" except {list(condition.values())[0]}" if condition else ""
+        print(f"  {statement['Sid']}: Deny {len(statement['Action'])} bedrock actions{spared}")
+
+
 def main() -> None:
     started = time.monotonic()
     os.environ.update(ENV)  # the out-of-band boto3 call uses the same fake credentials
@@ -115,6 +139,11 @@ def main() -> None:
     order = "--reason 'Commerce export order' --ticket INC-2041 --yes"
     try:
         (WORK / "killswitch.yaml").write_text(inventory(server.url))
+        import boto3
+
+        boto3.client("iam", region_name="us-east-1", endpoint_url=server.url).create_role(
+            RoleName="bedrock-callers", AssumeRolePolicyDocument="{}"
+        )
         print(f"moto server (AWS APIs) on {server.url}; inventory in {WORK / 'killswitch.yaml'}")
 
         say("The order: block mythos-5 and fable-5 outside the US, US persons only inside")
@@ -129,13 +158,14 @@ def main() -> None:
             f"--actor alice restrict --scope inside-us --audience us-person {order}", expect=0
         )
         killswitch("status", expect=0)
+        show_iam_policy(server.url, "mythos-5")
 
         say("Running the same revoke again changes nothing (zero writes)")
         killswitch(f"--actor alice revoke --scope outside-us {order}", expect=0)
 
         say("2 a.m.: someone re-opens mythos-5 in eu-west-1 by hand, bypassing killswitch")
         reopen_by_hand(server.url, "eu-west-1", "mythos-5")
-        killswitch("drift", expect=2)
+        killswitch("drift --region eu-west-1", expect=2)
         killswitch("--actor oncall revoke --scope outside-us --reason 're-close' --yes", expect=0)
         killswitch("drift", expect=0)
 
