@@ -75,5 +75,6 @@ def test_role_arn_is_assumed_before_any_write(faulty_ws: Workspace, proxy: Fault
     result = ws.run("revoke", "-m", "all", "--reason", "r", "--yes")
 
     assert result.code == 0, result.stderr
-    assert proxy.count("AssumeRole") == 1
+    # Once to read (session killswitch-observe), once to write (session named after the op).
+    assert proxy.count("AssumeRole") == 2
     assert ws.posture("eu-west-1", "fable-5") == "revoked"
