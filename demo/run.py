@@ -126,7 +126,7 @@ def show_iam_policy(endpoint: str, model: str) -> None:
     print(f"{DIM}IAM {arn} ({policy['DefaultVersionId']}, attached to bedrock-callers):{RESET}")
     for statement in document["Statement"]:
         condition = statement.get("Condition", {}).get("StringNotEquals")
-        spared = f" except {list(condition.values())[0]}" if condition else ""
+        spared = f" except {next(iter(condition.values()))}" if condition else ""
         print(f"  {statement['Sid']}: Deny {len(statement['Action'])} bedrock actions{spared}")
 
 

@@ -82,6 +82,17 @@ class Grouped(Protocol):
 
 
 @runtime_checkable
+class Preflight(Protocol):
+    """Optional: a lever that can tell at plan time that a change would not hold
+    (e.g. an autoscaler that would undo a scale-down). The plan refuses such targets,
+    naming the reason, before anything is changed."""
+
+    def preflight(self, target: Target, desired: Access) -> str | None:
+        """A reason this change cannot be made safely, or None."""
+        ...
+
+
+@runtime_checkable
 class LeastPrivilege(Protocol):
     """Optional: a provider that can print the least-privilege policy its levers need."""
 

@@ -8,7 +8,7 @@ from typing import TypeVar
 import structlog
 
 from killswitch import retry
-from killswitch.contract import Mechanism
+from killswitch.contract import Mechanism, Preflight
 from killswitch.domain import Access, Action, Change, ChangeKind, Observed, Plan, Target
 from killswitch.errors import KillswitchError
 from killswitch.fanout import fan_out
@@ -115,10 +115,44 @@ def _access(seen: Observation) -> Access | None:
 
 def plan(fleet: Fleet, action: Action, desired: Access, targets: Sequence[Target]) -> Plan:
     observations = fleet.observe_all(targets)
-    return diff(
+    drafted = diff(
         action,
         desired,
         targets,
         observations,
         lambda t: desired.posture in fleet.mechanism(t).supports,
+    )
+    return _preflight(fleet, drafted)
+
+
+def _preflight(fleet: Fleet, drafted: Plan) -> Plan:
+    """Ask levers that can tell whether a pending change would hold (read-only)."""
+    checks = [
+        c
+        for c in drafted.changes
+        if c.kind is ChangeKind.CHANGE and isinstance(fleet.mechanism(c.target), Preflight)
+    ]
+    if not checks:
+        return drafted
+
+    def check(change: Change) -> str | None:
+        lever = fleet.mechanism(change.target)
+        assert isinstance(lever, Preflight)
+        return fleet.call(lambda: lever.preflight(change.target, change.desired))
+
+    refused: dict[str, str] = {}
+    for change, outcome in fleet.fan_out(checks, check, where=lambda c: c.target):
+        if isinstance(outcome, BaseException):
+            refused[change.target.id] = f"preflight failed: {outcome}"
+        elif outcome is not None:
+            refused[change.target.id] = outcome
+    return Plan(
+        drafted.action,
+        drafted.desired,
+        tuple(
+            Change(c.target, c.desired, c.observed, ChangeKind.UNSUPPORTED, refused[c.target.id])
+            if c.target.id in refused
+            else c
+            for c in drafted.changes
+        ),
     )
