@@ -20,8 +20,8 @@ class AlreadyApproved(AwaitingApproval):
         )
 
 
-def record(store: StateStore, op: Operation, actor: str, *, as_requester: bool) -> list[str]:
-    """Record ``actor``'s approval of ``op``; return every approver so far."""
+def check(store: StateStore, op: Operation, actor: str) -> None:
+    """Raise unless ``actor`` may approve ``op`` now."""
     if op.status is not OpStatus.AWAITING_APPROVAL:
         raise UsageError(
             f"op {op.id} is {op.status.value}; only a restore awaiting approval takes one"
@@ -29,6 +29,11 @@ def record(store: StateStore, op: Operation, actor: str, *, as_requester: bool) 
     have = store.approvals(op.id)
     if actor in have:
         raise AlreadyApproved(op, actor, have)
+
+
+def record(store: StateStore, op: Operation, actor: str, *, as_requester: bool) -> list[str]:
+    """Record ``actor``'s approval of ``op``; return every approver so far."""
+    check(store, op, actor)
     have = store.add_approval(op.id, actor)
     kind = "restore.requested-approval" if as_requester else "restore.approved"
     store.append_audit(actor, kind, op.id, {"approvals": have, "required": op.required_approvals})

@@ -27,6 +27,7 @@ EXIT_FOR_STATUS = {
     "already-done": ExitCode.OK,
     "complete": ExitCode.OK,
     "changes-pending": ExitCode.PENDING,
+    "blocked": ExitCode.USAGE,
     "drift": ExitCode.PENDING,
     "partial": ExitCode.PARTIAL,
     "running": ExitCode.PARTIAL,
@@ -251,15 +252,25 @@ def _finish(session: Session, report: Report, title: str) -> int:
 @session_options
 @click.pass_obj
 def plan(session: Session, /, action: str, audience: tuple[str, ...], **picks: Any) -> int:
-    """Show what ACTION would change. Exit 0: nothing to change; 2: changes pending."""
-    from killswitch.engine import plan_rows
-
+    """Show what ACTION would change. Exit 0: nothing to change; 2: changes pending;
+    3: targets unreadable; 64: some targets cannot take that posture."""
     switch = _switch(session)
     result = switch.plan(Action(action), make_selector(**picks), audience)
-    status = "changes-pending" if result.pending else "in-sync"
-    if result.unreadable and not result.pending:
-        status = "unreadable"
-    return _finish(session, Report(None, status, plan_rows(result)), f"plan: {action}")
+    return _finish_plan(session, result, f"plan: {action}")
+
+
+def _finish_plan(session: Session, result: Plan, title: str) -> int:
+    from killswitch.engine import plan_rows, plan_status
+
+    report = Report(None, plan_status(result), plan_rows(result))
+    if report.status == "blocked":
+        report = Report(
+            None,
+            "blocked",
+            report.rows,
+            "some targets cannot take this posture (see unsupported rows)",
+        )
+    return _finish(session, report, title)
 
 
 def _change_command(action: Action) -> Callable[..., int]:
@@ -276,13 +287,8 @@ def _change_command(action: Action) -> Callable[..., int]:
         selector = make_selector(**picks)
         switch = _switch(session, progress=True)
         if dry_run:
-            from killswitch.engine import plan_rows
-
-            result = switch.plan(action, selector, audience)
-            status = "changes-pending" if result.pending else "in-sync"
-            return _finish(
-                session, Report(None, status, plan_rows(result)), f"dry run: {action.value}"
-            )
+            result = switch.preview(action, selector, audience=audience, reason=reason)
+            return _finish_plan(session, result, f"dry run: {action.value}")
         report = switch.change(
             action,
             selector,

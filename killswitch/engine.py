@@ -154,20 +154,8 @@ class Switch:
         confirm: Confirm,
     ) -> Report:
         """Revoke, restrict or restore: plan, confirm, then apply (restore: after approvals)."""
-        if selector.is_empty:
-            raise UsageError(
-                f"name what to {action.value}: --model, --scope or --target "
-                "(--model all means every model)"
-            )
-        if not reason.strip():
-            raise UsageError("--reason must say why (it goes into the audit log and the flag)")
-        plan = self.plan(action, selector, audience)
-        if plan.blocked:
-            names = "\n  ".join(f"{c.target.id}: {c.error}" for c in plan.blocked)
-            raise UsageError(
-                f"cannot {action.value} these targets (nothing was changed):\n  {names}\n"
-                "narrow the selector, e.g. --target '!<glob>'"
-            )
+        plan = self.preview(action, selector, audience=audience, reason=reason)
+        _refuse_blocked(plan)
         target_ids = [c.target.id for c in plan.changes]
         work = [c for c in plan.changes if c.kind in (ChangeKind.CHANGE, ChangeKind.UNREADABLE)]
         op_id, existing = self._find_op(
@@ -196,33 +184,45 @@ class Switch:
             status=OpStatus.AWAITING_APPROVAL if action is Action.RESTORE else OpStatus.RUNNING,
             required_approvals=self._required(action),
         )
-        self.store.append_audit(
-            self.actor,
-            "op.requested",
-            op.id,
-            {
-                "action": action.value,
-                "desired": plan.desired.to_json(),
-                "reason": reason,
-                "ticket": ticket,
-                "selector": op.selector,
-                "targets": len(target_ids),
-            },
-        )
         if action is Action.RESTORE:
             self.store.create_op(op)
+            self.store.append_audit(self.actor, "op.requested", op.id, _requested(op))
             have = approvals.record(self.store, op, self.actor, as_requester=True)
             if len(have) < op.required_approvals:
                 return self._awaiting(op)
         return self._run(op, plan.changes)
 
+    def preview(
+        self, action: Action, selector: Selector, *, audience: Sequence[str] = (), reason: str
+    ) -> Plan:
+        """The plan a change command would apply, with the same checks (``--dry-run``)."""
+        if not selector.names_models:
+            raise UsageError(
+                f"name which models to {action.value}: --model, --scope or --target "
+                "(--model all means every model; --region alone is not enough)"
+            )
+        if not reason.strip():
+            raise UsageError("--reason must say why (it goes into the audit log and the flag)")
+        if len(reason) > MAX_REASON:
+            raise UsageError(f"--reason: at most {MAX_REASON} characters")
+        return self.plan(action, selector, audience)
+
     def approve(self, op_id: str, *, confirm: Confirm) -> Report:
-        """Add this actor's approval to a restore; apply it once enough people agreed."""
+        """Add this actor's approval to a restore; apply it once enough people agreed.
+
+        When this approval completes the quorum, the confirmation comes first: a refused
+        confirmation records nothing."""
         op = self._get(op_id)
+        approvals.check(self.store, op, self.actor)
+        if len(self.store.approvals(op.id)) + 1 >= op.required_approvals:
+            plan = self._remaining_plan(op)
+            _refuse_blocked(plan)
+            if plan.pending:
+                confirm(plan)
         have = approvals.record(self.store, op, self.actor, as_requester=False)
         if len(have) < op.required_approvals:
             return self._awaiting(op)
-        return self.resume(op.id, confirm=confirm)
+        return self.resume(op.id)
 
     def resume(self, op_id: str, *, confirm: Confirm | None = None) -> Report:
         """Finish a partial or crashed op: re-plan the targets not yet done and apply them."""
@@ -233,18 +233,22 @@ class Switch:
                 return self._awaiting(op)
         if op.status is OpStatus.COMPLETE:
             return self.op_report(op.id)
-        targets = self._targets_of(op)
-        steps = self.store.steps(op.id)
-        todo = [
-            t
-            for t in targets
-            if t.id not in steps
-            or steps[t.id].result not in (StepResult.VERIFIED, StepResult.SKIPPED)
-        ]
-        plan = planner.plan(self.fleet, op.action, op.desired, todo)
+        plan = self._remaining_plan(op)
+        _refuse_blocked(plan)
         if confirm is not None and plan.pending:
             confirm(plan)
         return self._run(op, plan.changes)
+
+    def _remaining_plan(self, op: Operation) -> Plan:
+        """A fresh plan for the op's targets that are not verified or skipped yet."""
+        steps = self.store.steps(op.id)
+        todo = [
+            t
+            for t in self._targets_of(op)
+            if t.id not in steps
+            or steps[t.id].result not in (StepResult.VERIFIED, StepResult.SKIPPED)
+        ]
+        return planner.plan(self.fleet, op.action, op.desired, todo)
 
     def op_report(self, op_id: str) -> Report:
         op = self._get(op_id)
@@ -268,7 +272,7 @@ class Switch:
 
     # -- helpers ---------------------------------------------------------------
     def _run(self, op: Operation, changes: Sequence[Change]) -> Report:
-        self.executor.run(op, [_unknown_as_change(c) for c in changes])
+        self.executor.run(op, [_unknown_as_change(c) for c in changes], requested=_requested(op))
         return self.op_report(op.id)
 
     def _required(self, action: Action) -> int:
@@ -335,10 +339,43 @@ class Switch:
         return Report(op_id, status, plan_rows(plan))
 
 
+MAX_REASON = 1000  # fits a flag document, a partner's reason field and a terminal
+
+
+def plan_status(plan: Plan) -> str:
+    """The status word of a plan, as `plan` and `--dry-run` report it."""
+    if plan.blocked:
+        return "blocked"
+    if plan.pending:
+        return "changes-pending"
+    return "unreadable" if plan.unreadable else "in-sync"
+
+
+def _refuse_blocked(plan: Plan) -> None:
+    if plan.blocked:
+        names = "\n  ".join(f"{c.target.id}: {c.error}" for c in plan.blocked)
+        raise UsageError(
+            f"cannot {plan.action.value} these targets (nothing was changed):\n  {names}\n"
+            "narrow the selector, e.g. --target '!<glob>'"
+        )
+
+
 def plan_rows(plan: Plan) -> tuple[TargetReport, ...]:
     return tuple(
         TargetReport(c.target, c.desired, c.observed, c.kind.value, c.error) for c in plan.changes
     )
+
+
+def _requested(op: Operation) -> dict[str, object]:
+    """The audit payload of a new op: who asked for what, why, on how many targets."""
+    return {
+        "action": op.action.value,
+        "desired": op.desired.to_json(),
+        "reason": op.reason,
+        "ticket": op.ticket,
+        "selector": op.selector,
+        "targets": len(op.target_ids),
+    }
 
 
 def _unknown_as_change(change: Change) -> Change:

@@ -76,12 +76,19 @@ class Executor:
         self.on_step = on_step or (lambda target, step: None)
         self.ttl = fleet.inventory.spec.policy.lock.ttl_seconds
 
-    def run(self, op: Operation, changes: Sequence[Change]) -> OpStatus:
-        """Apply ``changes`` (the not-yet-done targets of ``op``) under the lock."""
+    def run(
+        self, op: Operation, changes: Sequence[Change], *, requested: dict[str, object]
+    ) -> OpStatus:
+        """Apply ``changes`` (the not-yet-done targets of ``op``) under the lock.
+
+        A new op is recorded and audited (``requested``) only once the lock is ours, so a
+        run refused by the lock leaves no trace of an op that never was."""
         lease = self.store.acquire(self.owner, op.id, self.ttl)
         try:
             with _Heartbeat(self.store, lease, self.ttl) as beat:
-                self.store.create_op(op)
+                if self.store.get_op(op.id) is None:
+                    self.store.create_op(op)
+                    self.store.append_audit(op.actor, "op.requested", op.id, requested)
                 self.store.set_op_status(op.id, OpStatus.RUNNING, lease)
                 self.store.append_audit(
                     self.owner,

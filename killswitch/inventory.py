@@ -85,6 +85,13 @@ class InventorySpec(_Strict):
             raise ValueError("name at least one model")
         return value
 
+    @field_validator("state")
+    @classmethod
+    def _state_url(cls, value: str) -> str:
+        if not value.startswith("sqlite:///") or value == "sqlite:///":
+            raise ValueError("supported: sqlite:///path/to/state.db (relative to this file)")
+        return value
+
     @field_validator("models", mode="before")
     @classmethod
     def _null_model_is_empty(cls, value: Any) -> Any:
@@ -145,11 +152,15 @@ def load(path: Path) -> Inventory:
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         raw = yaml.safe_load(text)
+        duplicates = _duplicate_keys(node)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
         problem = getattr(exc, "problem", None) or str(exc)
         raise InventoryError([f"{where}: not valid YAML: {problem}"]) from None
+    if duplicates:
+        # YAML keeps the last of two equal keys: a provider entry would vanish silently.
+        raise InventoryError([f"{path}:{line}: {key}: given twice" for key, line in duplicates])
     lines = _line_index(node)
     if not isinstance(raw, dict):
         raise InventoryError([f"{path}:1: the inventory must be a mapping (version, models, …)"])
@@ -195,7 +206,25 @@ def load(path: Path) -> Inventory:
     problems += _check_scopes(spec, at)
     if problems:
         raise InventoryError(problems)
-    return Inventory(path=path, spec=spec, provider_configs=provider_configs)
+    inventory = Inventory(path=path, spec=spec, provider_configs=provider_configs)
+    _resolve_scopes(inventory, at)
+    return inventory
+
+
+def _resolve_scopes(inventory: Inventory, at: Any) -> None:
+    """Each scope must name real regions and targets and pick something."""
+    from killswitch.errors import UsageError
+    from killswitch.selectors import Selector, resolve
+
+    problems = []
+    for name in inventory.spec.scopes:
+        try:
+            resolve(inventory, Selector(scope=name))
+        except UsageError as exc:
+            message = str(exc).replace(f"selector --scope {name} ", "")
+            problems.append(at(("scopes", name), message))
+    if problems:
+        raise InventoryError(problems)
 
 
 def _check_scopes(spec: InventorySpec, at: Any) -> list[str]:
@@ -204,12 +233,32 @@ def _check_scopes(spec: InventorySpec, at: Any) -> list[str]:
         for i, model in enumerate(scope.models):
             if model not in spec.models and not _is_pattern(model):
                 problems.append(at(("scopes", scope_name, "models", i), f"unknown model {model!r}"))
+        types = {entry.type for entry in spec.providers.values()}
         for i, provider in enumerate(scope.providers):
-            if provider not in spec.providers and not _is_pattern(provider):
+            if (
+                provider not in spec.providers
+                and provider not in types
+                and not _is_pattern(provider)
+            ):
                 problems.append(
                     at(("scopes", scope_name, "providers", i), f"unknown provider {provider!r}")
                 )
     return problems
+
+
+def _duplicate_keys(node: yaml.Node | None) -> list[tuple[str, int]]:
+    found: list[tuple[str, int]] = []
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for key, value in node.value:
+            if key.value in seen:
+                found.append((str(key.value), key.start_mark.line + 1))
+            seen.add(key.value)
+            found += _duplicate_keys(value)
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            found += _duplicate_keys(item)
+    return found
 
 
 def _is_pattern(value: str) -> bool:

@@ -28,7 +28,8 @@ def call(fn: Callable[[], T], *, attempts: int, max_seconds: float, base_seconds
         outcome = state.outcome
         exc = outcome.exception() if outcome is not None else None
         retry_after = getattr(exc, "retry_after", None) or 0.0
-        return max(float(retry_after), backoff(state))
+        # A partner's Retry-After is honoured, but never past our own time budget.
+        return min(max(float(retry_after), backoff(state)), max_seconds)
 
     retrying = Retrying(
         retry=retry_if_exception_type(RetryableError),

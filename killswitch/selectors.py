@@ -20,8 +20,10 @@ class Selector:
     scope: str | None = None
 
     @property
-    def is_empty(self) -> bool:
-        return not (self.models or self.regions or self.providers or self.targets or self.scope)
+    def names_models(self) -> bool:
+        """Whether it says which models: acting commands require it (``--model all`` is fine);
+        ``--region eu-west-1`` alone must not quietly mean every model there."""
+        return bool(self.models or self.targets or self.scope)
 
     def describe(self) -> str:
         parts = [f"--scope {self.scope}"] if self.scope else []
@@ -48,7 +50,8 @@ def _pick(
     """The subset of ``known`` that ``patterns`` select; unknown literal names are errors."""
     known_set = set(known)
     aliases = aliases or {}
-    includes = [p for p in patterns if not p.startswith("!") and p != "all"]
+    # `all` means everything, even beside names (`-m all -m mythos-5`).
+    includes = [] if "all" in patterns else [p for p in patterns if not p.startswith("!")]
     excludes = [p[1:] for p in patterns if p.startswith("!")]
     for pattern in [*includes, *excludes]:
         if not pattern:

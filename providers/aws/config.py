@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from killswitch.contract import Problem
 from killswitch.domain import did_you_mean, is_valid_name
+from providers.aws.ratelimit import DEFAULTS
 
 ACCOUNT_ID = re.compile(r"^\d{12}$")
 ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::(\d{12}|\{account\}):role/[\w+=,.@/-]{1,512}$")
@@ -228,7 +229,7 @@ def check(
     for i, account in enumerate(seen_accounts):
         if seen_accounts.index(account) != i:
             problems.append(Problem(("accounts", i, "id"), f"account {account} listed twice"))
-    for model, spec in models.items():
+    for model in models:
         try:
             aws = model_aws(models, model)
         except ValidationError as exc:
@@ -247,7 +248,21 @@ def check(
                     ("models", model), "elb-rule needs aws.route (path or header)", absolute=True
                 )
             )
-        del spec
+    for service in config.rate_limits:
+        if service not in DEFAULTS:
+            problems.append(
+                Problem(
+                    ("rate_limits", service),
+                    f"unknown service {service!r} (known: {', '.join(DEFAULTS)})",
+                )
+            )
+    for i, account_spec in enumerate(config.accounts):
+        if account_spec.role_arn is None and config.role_arn is None:
+            problems.append(
+                Problem(
+                    ("accounts", i), "no role to assume: set role_arn here or a role_arn template"
+                )
+            )
     if "iam-deny" in config.mechanisms and not (config.iam.roles or config.iam.groups):
         problems.append(Problem(("iam",), "iam-deny needs iam.roles or iam.groups to attach to"))
     for region in config.elb.listeners:

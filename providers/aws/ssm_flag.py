@@ -47,6 +47,8 @@ def flag_document(model: str, desired: Access, ctx: ApplyContext) -> str:
 def parse_flag(name: str, value: str) -> Access:
     try:
         document = json.loads(value)
+        if not isinstance(document, dict):
+            raise TypeError("the value is JSON but not an object")
         return Access.from_json(document)
     except (ValueError, KeyError, TypeError) as exc:
         raise CorruptFlag(f"{name}: not a killswitch flag document ({exc})") from None

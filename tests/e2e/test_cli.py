@@ -157,6 +157,9 @@ def test_two_concurrent_applies_one_exits_4_naming_the_holder(
     assert all(ws.posture(r, m) == "revoked" for r in US + NON_US for m in MODELS)
     # Every target was written exactly once: the applies never interleaved.
     assert proxy.count("PutParameter") == len(MODELS) * len(US + NON_US)
+    # The refused run left no trace of an op that never was.
+    events = ws.run("audit", "list", "-o", "json").json()["events"]
+    assert [e["actor"] for e in events if e["kind"] == "op.requested"] == ["alice"]
 
 
 def test_killed_apply_is_finished_by_resume(faulty_ws: Workspace, proxy: FaultProxy) -> None:

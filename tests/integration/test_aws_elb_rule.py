@@ -264,7 +264,11 @@ def test_restrict_is_refused_at_plan_time(faulty_ws: Workspace, proxy: FaultProx
     albs = fleet(ws)
 
     result = ws.run("restrict", "-m", "all", "-a", "us-person", "--reason", "order", "--yes")
+    plan = ws.run("plan", "restrict", "-m", "all", "-a", "us-person", "-o", "json")
 
+    assert plan.code == 64
+    assert plan.json()["status"] == "blocked"
+    assert {t["result"] for t in plan.json()["targets"]} == {"unsupported"}
     assert result.code == 64
     assert "cannot express restricted" in result.stderr
     assert "nothing was changed" in result.stderr

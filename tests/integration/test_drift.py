@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tests.conftest import Workspace
 
 
@@ -65,9 +67,10 @@ def test_unreadable_flag_is_reported_not_guessed(ws: Workspace) -> None:
     assert "not a killswitch flag document" in target["error"]
 
 
-def test_revoke_overwrites_an_unreadable_flag(ws: Workspace) -> None:
+@pytest.mark.parametrize("garbage", ["{garbage", "42", '"revoked"', "[]"])
+def test_revoke_overwrites_an_unreadable_flag(ws: Workspace, garbage: str) -> None:
     ws.ssm("us-east-1").put_parameter(
-        Name="/killswitch/models/fable-5", Value="{garbage", Type="String"
+        Name="/killswitch/models/fable-5", Value=garbage, Type="String"
     )
 
     result = ws.run("revoke", "-r", "us-east-1", "-m", "fable-5", "--reason", "r", "--yes")

@@ -74,6 +74,19 @@ def test_approved_restore_can_be_applied_by_ops_resume(ws: Workspace) -> None:
     assert all(ws.posture(r, "fable-5") == "revoked" for r in US + NON_US)
 
 
+def test_an_unconfirmed_approval_is_not_recorded(ws: Workspace) -> None:
+    _revoked_everywhere(ws)
+    op = ws.run("restore", "-m", "all", "--reason", "review", "--yes", "-o", "json").json()["op"]
+
+    refused = ws.run("approve", op, actor="bob")  # no terminal, no --yes
+
+    assert refused.code == 64
+    assert ws.run("ops", "show", op, "-o", "json").json()["approvals"] == ["alice"]
+    assert all(ws.posture(r, m) == "revoked" for r in US + NON_US for m in MODELS)
+    assert ws.run("approve", op, "--yes", actor="bob").code == 0
+    assert all(ws.posture(r, m) == "open" for r in US + NON_US for m in MODELS)
+
+
 def test_approving_an_unknown_op_is_a_usage_error(ws: Workspace) -> None:
     result = ws.run("approve", "op-doesnotexist", "--yes", actor="bob")
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tests.conftest import MODELS, NON_US, US, Workspace
-from tests.support.faultproxy import FaultProxy
+from tests.support.faultproxy import FaultProxy, aws_error
 
 
 def test_revoke_outside_us_leaves_us_regions_open(ws: Workspace) -> None:
@@ -228,3 +228,36 @@ def test_ops_show_tells_who_did_what_and_why(ws: Workspace) -> None:
     assert table.code == 0
     assert "export order" in table.stdout
     assert ws.run("ops", "show", "op-nope").code == 64
+
+
+def test_a_region_alone_does_not_pick_every_model(ws: Workspace) -> None:
+    result = ws.run("revoke", "-r", "eu-west-1", "--reason", "r", "--yes")
+    dry = ws.run("revoke", "-r", "eu-west-1", "--reason", "r", "--dry-run")
+
+    assert result.code == 64
+    assert dry.code == 64
+    assert "--region alone is not enough" in result.stderr
+    assert all(ws.flag("eu-west-1", m) is None for m in MODELS)
+
+
+def test_a_reason_longer_than_a_flag_can_hold_is_refused(ws: Workspace) -> None:
+    result = ws.run("revoke", "-m", "all", "--reason", "x" * 1001, "--yes")
+
+    assert result.code == 64
+    assert "at most 1000 characters" in result.stderr
+    assert all(ws.flag(r, m) is None for r in US + NON_US for m in MODELS)
+
+
+def test_dry_run_says_when_targets_cannot_be_read(faulty_ws: Workspace, proxy: FaultProxy) -> None:
+    ws = faulty_ws
+    ws.run("revoke", "-m", "mythos-5", "--reason", "r", "--yes")
+    proxy.add(
+        lambda call: call.action == "GetParameter" and call.region == "eu-west-1",
+        **aws_error("AccessDeniedException", "no reads here"),
+    )
+
+    plan = ws.run("plan", "revoke", "-m", "mythos-5", "-o", "json")
+    dry = ws.run("revoke", "-m", "mythos-5", "--reason", "r", "--dry-run", "-o", "json")
+
+    assert (plan.code, dry.code) == (3, 3)
+    assert plan.json()["status"] == dry.json()["status"] == "unreadable"

@@ -134,3 +134,50 @@ def test_inline_secret_like_field_is_refused(tmp_path: Path) -> None:
 
     assert "aws_secret_access_key" in problem
     assert "abc" not in problem
+
+
+def test_a_key_given_twice_is_refused_not_silently_dropped(tmp_path: Path) -> None:
+    text = GOOD.replace("scopes:", "  aws-prod:\n    type: aws\nscopes:")
+
+    [problem] = _problems(tmp_path, text)
+
+    assert ":13: aws-prod: given twice" in problem
+
+
+def test_unsupported_state_url(tmp_path: Path) -> None:
+    [problem] = _problems(tmp_path, GOOD.replace("sqlite:///./state.db", "postgres://db/ks"))
+
+    assert ":2: state:" in problem
+    assert "sqlite:///" in problem
+
+
+def test_scope_naming_a_region_the_inventory_lacks(tmp_path: Path) -> None:
+    text = GOOD.replace('regions: ["*"]', "regions: [eu-wset-1]")
+
+    [problem] = _problems(tmp_path, text)
+
+    assert ":14: scopes.export-control:" in problem
+    assert "eu-wset-1" in problem
+    assert "did you mean 'eu-west-1'" in problem
+
+
+def test_scope_may_name_a_provider_type(tmp_path: Path) -> None:
+    inv = _load(tmp_path, GOOD.replace('regions: ["*"]}', 'regions: ["*"], providers: [aws]}'))
+
+    assert inv.spec.scopes["export-control"].providers == ["aws"]
+
+
+def test_rate_limit_for_an_unknown_service(tmp_path: Path) -> None:
+    text = GOOD.replace("    profile: prod", "    rate_limits: {sms: {read: 1, write: 1}}")
+
+    [problem] = _problems(tmp_path, text)
+
+    assert "providers.aws-prod.rate_limits.sms: unknown service 'sms'" in problem
+
+
+def test_accounts_without_a_role_to_assume(tmp_path: Path) -> None:
+    text = GOOD.replace("    profile: prod", "    accounts: [{id: '111111111111'}]")
+
+    [problem] = _problems(tmp_path, text)
+
+    assert "providers.aws-prod.accounts.0: no role to assume" in problem

@@ -32,6 +32,10 @@ def test_exclude_glob_leaves_the_us_out(inv: inventory.Inventory) -> None:
     assert _pick(inv, models=("mythos-5",), regions=("!us-*",)) == {("mythos-5", "eu-west-1")}
 
 
+def test_all_beside_a_name_still_means_all(inv: inventory.Inventory) -> None:
+    assert len(_pick(inv, models=("all", "mythos-5"))) == 6
+
+
 def test_globs_and_names_combine(inv: inventory.Inventory) -> None:
     picked = _pick(inv, models=("*-5",), regions=("us-east-1", "eu-*"))
 
