@@ -19,9 +19,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from demo.fleet import killswitch_rules, make_alb  # noqa: E402
+from tests.support.partnersim import PartnerSim  # noqa: E402
 from tests.support.servers import MotoServer  # noqa: E402
 
 WORK = ROOT / ".demo"
+MODELS = ["mythos-5", "fable-5"]
 US = ["us-east-1", "us-east-2", "us-west-1", "us-west-2"]
 ELSEWHERE = [
     "eu-west-1",
@@ -40,31 +43,49 @@ ENV = {
     "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
     "AWS_EC2_METADATA_DISABLED": "true",
     "KILLSWITCH_INVENTORY": str(WORK / "killswitch.yaml"),
+    "ACME_KILLSWITCH_SECRET": "demo-only-shared-secret",  # the partner's HMAC key
 }
+FLEET_REGIONS = ["us-east-1", "eu-west-1"]
 BOLD, DIM, RESET = ("\033[1m", "\033[2m", "\033[0m") if sys.stdout.isatty() else ("", "", "")
 
 
-def inventory(endpoint: str) -> str:
+def inventory(endpoint: str, partner_url: str) -> str:
     regions = ", ".join(US + ELSEWHERE)
     return f"""\
 version: 1
 state: sqlite:///./state.db
 models:
   mythos-5:
-    aws: {{bedrock_ids: [anthropic.mythos-5-v1:0]}}
+    aws:
+      bedrock_ids: [anthropic.mythos-5-v1:0]
+      route: {{path: "/v1/models/mythos-5/*"}}
   fable-5:
-    aws: {{bedrock_ids: [anthropic.fable-5-v1:0]}}
+    aws:
+      bedrock_ids: [anthropic.fable-5-v1:0]
+      route: {{path: "/v1/models/fable-5/*"}}
 providers:
-  aws-prod:
+  aws-prod:                      # Bedrock and the gateways' flags, every region
     type: aws
     regions: [{regions}]
     mechanisms: [ssm-flag, iam-deny]
     endpoint_url: {endpoint}
     iam: {{roles: [bedrock-callers]}}
+  aws-fleet:                     # self-hosted servers behind ALBs tagged killswitch:model
+    type: aws
+    regions: [{", ".join(FLEET_REGIONS)}]
+    mechanisms: [elb-rule]
+    endpoint_url: {endpoint}
+  acme:                          # a partner platform reselling both models
+    type: partner
+    base_url: {partner_url}
+    key_id: killswitch-demo
+    secret_env: ACME_KILLSWITCH_SECRET
+    regions: [eu-west, us-east]
+    models: {{mythos-5: acme.mythos-5-v1, fable-5: acme.fable-5-v1}}
 scopes:
   export-control: {{models: [mythos-5, fable-5], regions: ["*"]}}
   outside-us: {{models: [mythos-5, fable-5], regions: ["!us-*"]}}
-  inside-us: {{models: [mythos-5, fable-5], regions: ["us-*"]}}
+  inside-us: {{models: [mythos-5, fable-5], regions: ["us-*"], providers: [aws-prod, acme]}}
 policy:
   restore: {{approvals: 2}}
 """
@@ -130,21 +151,42 @@ def show_iam_policy(endpoint: str, model: str) -> None:
         print(f"  {statement['Sid']}: Deny {len(statement['Action'])} bedrock actions{spared}")
 
 
+def show_fleet(endpoint: str, listeners: dict[str, str], partner: PartnerSim) -> None:
+    """What the load balancers and the partner now hold, read from them directly."""
+    for region, listener in listeners.items():
+        rules = killswitch_rules(endpoint, region, listener)
+        paths = [r["Conditions"][0]["PathPatternConfig"]["Values"][0] for r in rules]
+        print(f"{DIM}ALB listener in {region}: 403 rules for {paths or 'nothing'}{RESET}")
+    for region in ("eu-west", "us-east"):
+        access = partner.access("mythos-5", region)
+        audience = f" {access['audience']}" if access["audience"] else ""
+        print(f"{DIM}partner acme, mythos-5 in {region}: {access['posture']}{audience}{RESET}")
+
+
 def main() -> None:
     started = time.monotonic()
     os.environ.update(ENV)  # the out-of-band boto3 call uses the same fake credentials
     shutil.rmtree(WORK, ignore_errors=True)
     WORK.mkdir()
     server = MotoServer(WORK / "moto.log").start()
+    partner = PartnerSim(
+        secret=ENV["ACME_KILLSWITCH_SECRET"],
+        key_id="killswitch-demo",
+        regions=["eu-west", "us-east"],
+        models={"mythos-5": "acme.mythos-5-v1", "fable-5": "acme.fable-5-v1"},
+    ).start()
+    partner.behave(slow_ops=1, poll_after=0)  # the partner confirms asynchronously
     order = "--reason 'Commerce export order' --ticket INC-2041 --yes"
     try:
-        (WORK / "killswitch.yaml").write_text(inventory(server.url))
+        (WORK / "killswitch.yaml").write_text(inventory(server.url, partner.url))
+        listeners = {region: make_alb(server.url, region, MODELS) for region in FLEET_REGIONS}
         import boto3
 
         boto3.client("iam", region_name="us-east-1", endpoint_url=server.url).create_role(
             RoleName="bedrock-callers", AssumeRolePolicyDocument="{}"
         )
-        print(f"moto server (AWS APIs) on {server.url}; inventory in {WORK / 'killswitch.yaml'}")
+        print(f"moto server (AWS APIs) on {server.url}; partner simulator on {partner.url}")
+        print(f"inventory: {WORK / 'killswitch.yaml'}")
 
         say("The order: block mythos-5 and fable-5 outside the US, US persons only inside")
         killswitch("inventory validate", expect=0)
@@ -159,6 +201,7 @@ def main() -> None:
         )
         killswitch("status", expect=0)
         show_iam_policy(server.url, "mythos-5")
+        show_fleet(server.url, listeners, partner)
 
         say("Running the same revoke again changes nothing (zero writes)")
         killswitch(f"--actor alice revoke --scope outside-us {order}", expect=0)
@@ -179,11 +222,13 @@ def main() -> None:
         killswitch(f"--actor alice approve {op} --yes", expect=5)
         killswitch(f"--actor bob approve {op} --yes", expect=0)
         killswitch("status", expect=0)
+        show_fleet(server.url, listeners, partner)
 
         say("The record: every op and the hash-chained audit log")
         killswitch("ops list", expect=0)
         killswitch("audit verify", expect=0)
     finally:
+        partner.stop()
         server.stop()
     print(f"\n{BOLD}demo complete in {time.monotonic() - started:.1f}s{RESET}")
 

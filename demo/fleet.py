@@ -1,0 +1,47 @@
+"""The demo's serving fleet at the local servers: an ALB per region in moto, a partner."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import boto3
+
+
+def make_alb(endpoint: str, region: str, models: list[str]) -> str:
+    """A VPC, two subnets and an ALB tagged with the models it serves; its listener ARN."""
+    ec2 = boto3.client("ec2", region_name=region, endpoint_url=endpoint)
+    zones = [z["ZoneName"] for z in ec2.describe_availability_zones()["AvailabilityZones"]][:2]
+    vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+    subnets = [
+        ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.0.{i}.0/24", AvailabilityZone=zone)["Subnet"][
+            "SubnetId"
+        ]
+        for i, zone in enumerate(zones)
+    ]
+    elb = boto3.client("elbv2", region_name=region, endpoint_url=endpoint)
+    lb = elb.create_load_balancer(
+        Name="model-serving",
+        Subnets=subnets,
+        Tags=[{"Key": "killswitch:model", "Value": " ".join(models)}],
+    )["LoadBalancers"][0]
+    group = elb.create_target_group(Name="servers", Protocol="HTTP", Port=80, VpcId=vpc)
+    return str(
+        elb.create_listener(
+            LoadBalancerArn=lb["LoadBalancerArn"],
+            Protocol="HTTP",
+            Port=80,
+            DefaultActions=[
+                {"Type": "forward", "TargetGroupArn": group["TargetGroups"][0]["TargetGroupArn"]}
+            ],
+        )["Listeners"][0]["ListenerArn"]
+    )
+
+
+def killswitch_rules(endpoint: str, region: str, listener: str) -> list[dict[str, Any]]:
+    """The listener's rules that answer with a fixed response (killswitch's)."""
+    elb = boto3.client("elbv2", region_name=region, endpoint_url=endpoint)
+    return [
+        rule
+        for rule in elb.describe_rules(ListenerArn=listener)["Rules"]
+        if any(a["Type"] == "fixed-response" for a in rule["Actions"])
+    ]
