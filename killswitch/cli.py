@@ -9,8 +9,10 @@ import getpass
 import os
 import socket
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import click
@@ -195,7 +197,7 @@ def cli(
 # -- helpers ------------------------------------------------------------------
 
 
-def _switch(session: Session, *, progress: bool = False) -> Any:
+def _switch(session: Session, *, progress: bool = False, actor: str | None = None) -> Any:
     from killswitch import render
     from killswitch.engine import Switch
     from killswitch.state import open_store
@@ -205,7 +207,9 @@ def _switch(session: Session, *, progress: bool = False) -> Any:
     on_step = None
     if progress and session.output == "table" and sys.stderr.isatty():
         on_step = lambda target, step: render.step_line(target, step, sys.stderr)  # noqa: E731
-    return Switch(inventory, store, session.who(), concurrency=session.concurrency, on_step=on_step)
+    return Switch(
+        inventory, store, actor or session.who(), concurrency=session.concurrency, on_step=on_step
+    )
 
 
 def _confirmer(yes: bool) -> Callable[[Plan], None]:
@@ -298,7 +302,7 @@ def _change_command(action: Action) -> Callable[..., int]:
             idempotency_key=idempotency_key,
             confirm=_confirmer(yes),
         )
-        return _finish(session, report, f"{action.value}")
+        return _finish_op(session, switch, report, action.value)
 
     return command
 
@@ -361,7 +365,8 @@ restore = cli.command(
 def approve(session: Session, /, op_id: str, yes: bool) -> int:
     """Approve a restore; once enough people approved, it applies."""
     switch = _switch(session, progress=True)
-    return _finish(session, switch.approve(op_id, confirm=_confirmer(yes)), f"approve {op_id}")
+    report = switch.approve(op_id, confirm=_confirmer(yes))
+    return _finish_op(session, switch, report, f"approve {op_id}")
 
 
 @cli.command()
@@ -374,14 +379,94 @@ def status(session: Session, /, **picks: Any) -> int:
     return _finish(session, switch.status(make_selector(**picks)), "status")
 
 
+DRIFT_ACTOR = "drift-check"
+
+
 @cli.command()
 @selector_options
+@click.option(
+    "--fix",
+    is_flag=True,
+    help="Re-close targets more open than the ledger says, at once (op by drift-check).",
+)
+@click.option(
+    "--fix-open",
+    is_flag=True,
+    help="Also re-open targets more closed than the ledger says (a restore: approvals).",
+)
+@click.option(
+    "--metrics-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="PATH",
+    help="Write Prometheus text format here (node_exporter textfile collector).",
+)
+@click.option(
+    "--notify",
+    "notify_url",
+    metavar="URL",
+    help="Post a Slack-compatible message on drift (default: the inventory's notify).",
+)
 @session_options
 @click.pass_obj
-def drift(session: Session, /, **picks: Any) -> int:
-    """Compare the ledger with what providers say. Exit 2 on drift, 3 if unreadable."""
-    switch = _switch(session)
-    return _finish(session, switch.drift(make_selector(**picks)), "drift")
+def drift(
+    session: Session,
+    /,
+    fix: bool,
+    fix_open: bool,
+    metrics_file: Path | None,
+    notify_url: str | None,
+    **picks: Any,
+) -> int:
+    """Compare the ledger with what providers say.
+
+    \b
+    Exit 0 in sync · 2 drift (or unmanaged targets) · 3 unreadable targets or a
+    failed heal · 5 a --fix-open restore awaits approval · 1 error.
+    """
+    from killswitch import metrics, notify
+
+    started = time.monotonic()
+    selector = make_selector(**picks)
+    switch = _switch(session, actor=DRIFT_ACTOR if fix or fix_open else None)
+    found = switch.drift(selector)
+    healed: list[Report] = []
+    if (fix or fix_open) and found.status == "drift":
+        reason = f"drift-check run by {session.who()}: back to the ledger's posture"
+        healed = switch.heal(found, fix_open=fix_open, reason=reason)
+    url = notify_url or _inventory_webhook(switch.inventory, "drift")
+    if url and found.status == "drift":
+        notify.send(url, notify.drift_message(found, healed))
+    final = switch.drift(selector) if healed else found
+    if metrics_file is not None:
+        text = metrics.drift_metrics(
+            final.rows, finished_at=time.time(), duration=time.monotonic() - started
+        )
+        metrics.write_atomically(metrics_file, text)
+    statuses = {r.status for r in healed}
+    if healed:
+        message = "; ".join(f"healed by op {r.op_id}: {r.status}" for r in healed)
+        final = Report(None, final.status, final.rows, message)
+    code = _finish(session, final, "drift")
+    if "awaiting-approval" in statuses:
+        return int(ExitCode.AWAITING_APPROVAL)
+    if "partial" in statuses:
+        return int(ExitCode.PARTIAL)
+    return code
+
+
+def _finish_op(session: Session, switch: Any, report: Report, title: str) -> int:
+    """Render an op's report and, when the inventory asks for it, post it to the webhook."""
+    from killswitch import notify
+
+    url = _inventory_webhook(switch.inventory, "op")
+    if url and report.op_id and report.status in ("complete", "partial", "awaiting-approval"):
+        notify.send(url, notify.op_message(title, report, switch.actor))
+    return _finish(session, report, title)
+
+
+def _inventory_webhook(inventory: Any, event: str) -> str | None:
+    spec = inventory.spec.notify
+    return spec.url() if spec is not None and event in spec.on else None
 
 
 @cli.group()
@@ -436,7 +521,8 @@ def ops_show(session: Session, /, op_id: str) -> int:
 def ops_resume(session: Session, /, op_id: str, yes: bool) -> int:
     """Finish a partial or interrupted op (idempotent)."""
     switch = _switch(session, progress=True)
-    return _finish(session, switch.resume(op_id, confirm=_confirmer(yes)), f"resume {op_id}")
+    report = switch.resume(op_id, confirm=_confirmer(yes))
+    return _finish_op(session, switch, report, f"resume {op_id}")
 
 
 @cli.group()

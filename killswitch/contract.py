@@ -93,6 +93,14 @@ class Preflight(Protocol):
 
 
 @runtime_checkable
+class Discovery(Protocol):
+    """Optional: a provider that can show what it holds outside the inventory (a flag in
+    a region the inventory does not list). ``drift`` reports these as unmanaged."""
+
+    def discover(self) -> Sequence[tuple[Target, Observed]]: ...
+
+
+@runtime_checkable
 class LeastPrivilege(Protocol):
     """Optional: a provider that can print the least-privilege policy its levers need."""
 

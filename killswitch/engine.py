@@ -9,9 +9,9 @@ from collections.abc import Callable, Sequence
 
 import structlog
 
-from killswitch import approvals, planner
+from killswitch import approvals, drift, planner
+from killswitch.contract import Discovery
 from killswitch.domain import (
-    OPEN,
     Access,
     Action,
     Change,
@@ -107,39 +107,50 @@ class Switch:
         return Report(None, "unreadable" if unreadable else "ok", tuple(rows))
 
     def drift(self, selector: Selector) -> Report:
-        """Ledger vs observed. A target no op has touched is expected to be open."""
+        """Ledger vs observed (killswitch/drift.py)."""
         targets = resolve(self.inventory, selector)
-        ledger = self.store.ledger()
-        seen = self.fleet.observe_all(targets)
-        rows = []
-        for t in targets:
-            entry = ledger.get(t.id)
-            desired = entry.desired if entry else OPEN
-            obs = seen[t.id]
-            if isinstance(obs, KillswitchError):
-                rows.append(TargetReport(t, desired, None, "unreadable", str(obs)))
-            elif obs.access != desired:
-                origin = f"set by {entry.op_id}" if entry else "never changed by killswitch"
-                rows.append(
-                    TargetReport(
-                        t,
-                        desired,
-                        obs.access,
-                        "drift",
-                        f"observed {obs.access}, ledger says {desired} ({origin})",
-                    )
+        rows = drift.classify(targets, self.store.ledger(), self.fleet.observe_all(targets))
+        models = {t.model for t in targets}
+        for name in sorted({t.provider for t in targets}):
+            provider = self.inventory.provider(name)
+            if isinstance(provider, Discovery):
+                try:
+                    found = provider.discover()
+                except KillswitchError as exc:
+                    log.warning("discovery failed", provider=name, error=str(exc))
+                    continue
+                rows += drift.unmanaged([(t, o) for t, o in found if t.model in models])
+        return Report(None, drift.status(rows), tuple(rows))
+
+    def heal(self, report: Report, *, fix_open: bool, reason: str) -> list[Report]:
+        """Close again every drifted target that is more open than the ledger says, in
+        one op per posture; re-open the others only with ``fix_open`` (a restore, so it
+        waits for the approvals policy names)."""
+        plan = drift.healing(report.rows)
+        groups = list(plan.close.items())
+        if fix_open:
+            by_desired: dict[Access, list[str]] = {}
+            for row in report.rows:
+                if row.target.id in plan.reopen and row.desired is not None:
+                    by_desired.setdefault(row.desired, []).append(row.target.id)
+            groups += list(by_desired.items())
+        reports = []
+        for desired, ids in groups:
+            action = {
+                Posture.REVOKED: Action.REVOKE,
+                Posture.RESTRICTED: Action.RESTRICT,
+                Posture.OPEN: Action.RESTORE,
+            }[desired.posture]
+            reports.append(
+                self.change(
+                    action,
+                    Selector(targets=tuple(ids)),
+                    audience=desired.audience,
+                    reason=reason,
+                    confirm=lambda plan: None,  # --fix is the consent; it runs unattended
                 )
-            else:
-                rows.append(TargetReport(t, desired, obs.access, "in-sync"))
-        results = {r.result for r in rows}
-        status = (
-            "drift"
-            if "drift" in results
-            else "unreadable"
-            if "unreadable" in results
-            else "in-sync"
-        )
-        return Report(None, status, tuple(rows))
+            )
+        return reports
 
     # -- changing --------------------------------------------------------------
     def change(

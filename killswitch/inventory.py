@@ -9,7 +9,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from killswitch import registry
 from killswitch.contract import Provider
@@ -63,6 +70,34 @@ class PolicySpec(_Strict):
     deadline_seconds: float = Field(default=900.0, gt=0, le=86400)
 
 
+NotifyEvent = Literal["drift", "op"]
+NOTIFY_EVENTS: tuple[NotifyEvent, ...] = ("drift", "op")
+
+
+class NotifySpec(_Strict):
+    """Where to post Slack-compatible messages. The webhook URL is a secret: name the
+    environment variable or the file that holds it, never the URL itself."""
+
+    webhook_env: str | None = Field(default=None, pattern=r"^[A-Z_][A-Z0-9_]{0,127}$")
+    webhook_file: str | None = None
+    on: list[NotifyEvent] = Field(default_factory=lambda: list(NOTIFY_EVENTS))
+
+    @model_validator(mode="after")
+    def _one_source(self) -> NotifySpec:
+        if (self.webhook_env is None) == (self.webhook_file is None):
+            raise ValueError("give exactly one of webhook_env or webhook_file")
+        return self
+
+    def url(self) -> str | None:
+        """The webhook URL, or None when its variable or file is empty or missing."""
+        if self.webhook_env is not None:
+            return os.environ.get(self.webhook_env) or None
+        try:
+            return Path(str(self.webhook_file)).read_text().strip() or None
+        except OSError:
+            return None
+
+
 class ProviderEntry(BaseModel):
     """Only ``type`` is checked here; the provider's own model checks the rest."""
 
@@ -77,6 +112,7 @@ class InventorySpec(_Strict):
     providers: dict[str, ProviderEntry]
     scopes: dict[str, ScopeSpec] = Field(default_factory=dict)
     policy: PolicySpec = Field(default_factory=PolicySpec)
+    notify: NotifySpec | None = None
 
     @field_validator("models")
     @classmethod

@@ -1,20 +1,126 @@
-"""State stores, chosen by the inventory's ``state:`` URL."""
+"""State stores, chosen by the inventory's ``state:`` URL.
+
+Nothing here imports boto3: the DynamoDB store is imported only when a
+``dynamodb://`` URL is opened, so ``killswitch --help`` stays fast.
+"""
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import parse_qs, quote, urlsplit
 
 from killswitch.errors import UsageError
-from killswitch.state.base import Lease, StateStore
+from killswitch.state.base import Lease, StateStore, StoreUnreachable
 
-__all__ = ["Lease", "StateStore", "open_store"]
+__all__ = [
+    "DynamoDbUrl",
+    "Lease",
+    "StateStore",
+    "StoreUnreachable",
+    "break_glass_warning",
+    "open_store",
+    "parse_dynamodb_url",
+]
+
+SUPPORTED = (
+    "supported: sqlite:///path/to/state.db (relative to this file) or "
+    "dynamodb://TABLE?region=REGION[&endpoint_url=URL]"
+)
+TABLE_NAME = re.compile(r"^[A-Za-z0-9_.-]{3,255}$")
+REGION = re.compile(r"^[a-z]{2}(?:-[a-z]+)+-\d{1,2}$")
 
 
-def open_store(url: str) -> StateStore:
-    """The store behind ``url`` (``sqlite:///path``)."""
+@dataclass(frozen=True)
+class DynamoDbUrl:
+    """``dynamodb://TABLE?region=…[&endpoint_url=…][&connect_timeout=SECONDS]``."""
+
+    table: str
+    region: str
+    endpoint_url: str | None = None
+    # How long to wait for the store before revoke and restrict fall back to the spool.
+    connect_timeout: float = 2.0
+
+    def __str__(self) -> str:
+        url = f"dynamodb://{self.table}?region={self.region}"
+        if self.endpoint_url:
+            url += f"&endpoint_url={quote(self.endpoint_url, safe=':/')}"
+        if self.connect_timeout != 2.0:
+            url += f"&connect_timeout={self.connect_timeout:g}"
+        return url
+
+
+def parse_dynamodb_url(url: str) -> DynamoDbUrl:
+    """Check a ``dynamodb://`` URL; raise ValueError with one sentence on what is wrong."""
+    parts = urlsplit(url)
+    if parts.scheme != "dynamodb" or parts.path not in ("", "/") or parts.fragment:
+        raise ValueError(f"{url!r} is not dynamodb://TABLE?region=REGION; {SUPPORTED}")
+    if not TABLE_NAME.fullmatch(parts.netloc):
+        raise ValueError(
+            f"dynamodb table name {parts.netloc!r}: 3-255 characters of A-Z a-z 0-9 _ . -"
+        )
+    query = parse_qs(parts.query, keep_blank_values=True, strict_parsing=False)
+    unknown = sorted(set(query) - {"region", "endpoint_url", "connect_timeout"})
+    if unknown:
+        raise ValueError(
+            f"dynamodb URL: unknown parameter {unknown[0]!r} "
+            "(known: region, endpoint_url, connect_timeout)"
+        )
+    if any(len(values) > 1 for values in query.values()):
+        raise ValueError("dynamodb URL: give each parameter once")
+    region = query.get("region", [""])[0]
+    if not REGION.fullmatch(region):
+        raise ValueError(
+            f"dynamodb URL needs region=REGION (e.g. us-east-1), got {region or 'none'!r}"
+        )
+    endpoint = query.get("endpoint_url", [None])[0]
+    if endpoint is not None and urlsplit(endpoint).scheme not in ("http", "https"):
+        raise ValueError(f"dynamodb URL: endpoint_url {endpoint!r} must be http:// or https://")
+    timeout = 2.0
+    if "connect_timeout" in query:
+        try:
+            timeout = float(query["connect_timeout"][0])
+        except ValueError:
+            timeout = -1.0
+        if not 0.1 <= timeout <= 30:
+            raise ValueError("dynamodb URL: connect_timeout is 0.1 to 30 seconds")
+    return DynamoDbUrl(parts.netloc, region, endpoint or None, timeout)
+
+
+def open_store(url: str, *, spool_dir: Path | None = None) -> StateStore:
+    """The store behind ``url`` (``sqlite:///path`` or ``dynamodb://table?region=…``).
+
+    A shared store that does not answer within its connect timeout raises
+    StoreUnreachable; with ``spool_dir`` (revoke and restrict only) it yields a
+    break-glass SpoolStore instead, so an outage of the state never blocks a revoke."""
     if url.startswith("sqlite:///"):
         from killswitch.state.sqlite import SqliteStore
 
         return SqliteStore(Path(url[len("sqlite:///") :]))
+    if url.startswith("dynamodb://"):
+        try:
+            parsed = parse_dynamodb_url(url)
+        except ValueError as exc:
+            raise UsageError(f"state: {exc}") from None
+        from killswitch.state.dynamodb import DynamoDbStore
+
+        try:
+            return DynamoDbStore.connect(parsed)
+        except StoreUnreachable as exc:
+            if spool_dir is None:
+                raise
+            from killswitch.state.spool import SpoolStore
+
+            return SpoolStore.open(spool_dir, str(parsed), reason=str(exc))
     scheme = url.split(":", 1)[0]
-    raise UsageError(f"state: unsupported state URL scheme {scheme!r} (supported: sqlite)")
+    raise UsageError(
+        f"state: unsupported state URL scheme {scheme!r} (supported: sqlite, dynamodb)"
+    )
+
+
+def break_glass_warning(store: StateStore) -> str | None:
+    """The loud warning to print when ``store`` is the break-glass spool, else None."""
+    from killswitch.state.spool import SpoolStore
+
+    return store.warning if isinstance(store, SpoolStore) else None

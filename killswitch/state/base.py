@@ -13,7 +13,13 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from killswitch.domain import AuditEvent, LedgerEntry, Operation, OpStatus, Step
-from killswitch.errors import LockInfo
+from killswitch.errors import KillswitchError, LockInfo
+
+
+class StoreUnreachable(KillswitchError):
+    """The state store did not answer (network, timeout, 5xx, credentials): nothing was changed.
+
+    revoke and restrict fall back to the local break-glass spool instead of raising this."""
 
 
 @dataclass(frozen=True)
@@ -22,6 +28,36 @@ class Lease:
     op_id: str | None
     token: int  # fencing token: strictly increases with every new holder
     expires_at: str
+
+
+@dataclass(frozen=True)
+class JournalEntry:
+    """One journal record as written, with the fencing token of the lease that wrote it."""
+
+    step: Step
+    token: int
+
+
+@dataclass(frozen=True)
+class Approval:
+    op_id: str
+    actor: str
+    at: str
+
+
+@dataclass(frozen=True)
+class StateDump:
+    """Everything a store holds, verbatim, for moving it to another store.
+
+    ``journal`` is in write order within each op; ``audit`` in chain order."""
+
+    ops: tuple[Operation, ...]
+    journal: tuple[JournalEntry, ...]
+    ledger: tuple[LedgerEntry, ...]
+    approvals: tuple[Approval, ...]
+    audit: tuple[AuditEvent, ...]
+    audit_head: tuple[int, str]
+    lock_token: int  # the newest fencing token handed out; the copy continues above it
 
 
 class StateStore(Protocol):
@@ -37,6 +73,12 @@ class StateStore(Protocol):
     def release(self, lease: Lease) -> None: ...
 
     def lock_status(self) -> LockInfo | None: ...
+
+    def break_lock(self, token: int) -> LockInfo | None:
+        """Free the lock held under ``token`` and fence that holder out (the token moves on).
+
+        Return the holder that was broken; None when the lock is free or changed hands."""
+        ...
 
     # -- operations and journal --------------------------------------------
     def create_op(self, op: Operation) -> None:
@@ -80,6 +122,15 @@ class StateStore(Protocol):
 
     def audit_head(self) -> tuple[int, str]:
         """The (seq, hash) of the newest event as recorded beside the chain."""
+        ...
+
+    # -- moving state between stores ----------------------------------------
+    def export_state(self) -> StateDump:
+        """Everything, verbatim (hashes, timestamps and tokens as stored)."""
+        ...
+
+    def import_state(self, dump: StateDump) -> None:
+        """Load ``dump`` into this store; refuse (UsageError) unless it is empty."""
         ...
 
     def close(self) -> None: ...

@@ -22,8 +22,8 @@ from killswitch.domain import (
     StepResult,
     utcnow,
 )
-from killswitch.errors import LeaseLost, LockHeld, LockInfo
-from killswitch.state.base import Lease
+from killswitch.errors import LeaseLost, LockHeld, LockInfo, UsageError
+from killswitch.state.base import Approval, JournalEntry, Lease, StateDump
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS lock (
@@ -133,6 +133,15 @@ class SqliteStore:
         rows = self._read("SELECT * FROM lock WHERE name = ? AND held = 1", (LOCK_NAME,))
         return _lock_info(rows[0]) if rows else None
 
+    def break_lock(self, token: int) -> LockInfo | None:
+        with self._tx() as db:
+            row = db.execute("SELECT * FROM lock WHERE name = ?", (LOCK_NAME,)).fetchone()
+            if row is None or not row["held"] or row["token"] != token:
+                return None
+            # Moving the token on fences the broken holder: its next write is refused.
+            db.execute("UPDATE lock SET held = 0, token = ? WHERE name = ?", (token + 1, LOCK_NAME))
+        return _lock_info(row)
+
     def _check_fence(self, db: sqlite3.Connection, lease: Lease) -> None:
         row = db.execute("SELECT token FROM lock WHERE name = ?", (LOCK_NAME,)).fetchone()
         if row is None or row["token"] != lease.token:
@@ -144,22 +153,7 @@ class SqliteStore:
     # -- operations and journal --------------------------------------------
     def create_op(self, op: Operation) -> None:
         with self._tx() as db:
-            db.execute(
-                "INSERT OR IGNORE INTO ops VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    op.id,
-                    op.action.value,
-                    json.dumps(op.desired.to_json()),
-                    json.dumps(list(op.target_ids)),
-                    op.actor,
-                    op.reason,
-                    op.ticket,
-                    op.selector,
-                    op.created_at,
-                    op.status.value,
-                    op.required_approvals,
-                ),
-            )
+            _insert_op(db, op)
 
     def get_op(self, op_id: str) -> Operation | None:
         rows = self._read("SELECT * FROM ops WHERE id = ?", (op_id,))
@@ -194,13 +188,7 @@ class SqliteStore:
 
     def steps(self, op_id: str) -> dict[str, Step]:
         rows = self._read("SELECT * FROM steps WHERE op_id = ? ORDER BY seq", (op_id,))
-        latest: dict[str, Step] = {}
-        for r in rows:
-            observed = Access.from_json(json.loads(r["observed"])) if r["observed"] else None
-            latest[r["target_id"]] = Step(
-                r["op_id"], r["target_id"], StepResult(r["result"]), r["error"], r["at"], observed
-            )
-        return latest
+        return {r["target_id"]: _step(r) for r in rows}
 
     # -- ledger --------------------------------------------------------------
     def set_ledger(self, entries: Sequence[LedgerEntry], lease: Lease) -> None:
@@ -246,23 +234,111 @@ class SqliteStore:
         return event
 
     def audit_events(self) -> list[AuditEvent]:
-        return [
-            AuditEvent(
-                r["seq"],
-                r["at"],
-                r["actor"],
-                r["kind"],
-                r["op_id"],
-                json.loads(r["payload"]),
-                r["prev_hash"],
-                r["hash"],
-            )
-            for r in self._read("SELECT * FROM audit ORDER BY rowid")
-        ]
+        return [_event(r) for r in self._read("SELECT * FROM audit ORDER BY rowid")]
 
     def audit_head(self) -> tuple[int, str]:
         row = self._read("SELECT seq, hash FROM audit_head WHERE id = 1")[0]
         return int(row["seq"]), str(row["hash"])
+
+    # -- moving state between stores ----------------------------------------
+    def export_state(self) -> StateDump:
+        with self._mutex:
+            db = self._db
+            db.execute("BEGIN")  # one consistent snapshot of every table
+            try:
+                ops = [_op(r) for r in db.execute("SELECT * FROM ops ORDER BY created_at, id")]
+                journal = [
+                    JournalEntry(_step(r), r["token"])
+                    for r in db.execute("SELECT * FROM steps ORDER BY seq")
+                ]
+                ledger = [
+                    LedgerEntry(
+                        r["target_id"],
+                        Access.from_json(json.loads(r["desired"])),
+                        r["op_id"],
+                        r["at"],
+                    )
+                    for r in db.execute("SELECT * FROM ledger ORDER BY target_id")
+                ]
+                approvals = [
+                    Approval(r["op_id"], r["actor"], r["at"])
+                    for r in db.execute("SELECT * FROM approvals ORDER BY op_id, at, rowid")
+                ]
+                audit = [_event(r) for r in db.execute("SELECT * FROM audit ORDER BY seq")]
+                head = db.execute("SELECT seq, hash FROM audit_head WHERE id = 1").fetchone()
+                lock = db.execute("SELECT token FROM lock WHERE name = ?", (LOCK_NAME,)).fetchone()
+            finally:
+                db.execute("COMMIT")
+        return StateDump(
+            ops=tuple(ops),
+            journal=tuple(journal),
+            ledger=tuple(ledger),
+            approvals=tuple(approvals),
+            audit=tuple(audit),
+            audit_head=(int(head["seq"]), str(head["hash"])),
+            lock_token=int(lock["token"]) if lock else 0,
+        )
+
+    def import_state(self, dump: StateDump) -> None:
+        with self._tx() as db:
+            used = [
+                db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+                for table in ("ops", "steps", "ledger", "approvals", "audit")
+            ]
+            if any(used):
+                raise UsageError(f"{self.path} already holds state; import needs an empty store")
+            for op in dump.ops:
+                _insert_op(db, op)
+            db.executemany(
+                "INSERT INTO steps (op_id, target_id, result, error, observed, at, token)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        e.step.op_id,
+                        e.step.target_id,
+                        e.step.result.value,
+                        e.step.error,
+                        json.dumps(e.step.observed.to_json()) if e.step.observed else None,
+                        e.step.at,
+                        e.token,
+                    )
+                    for e in dump.journal
+                ],
+            )
+            db.executemany(
+                "INSERT INTO ledger VALUES (?, ?, ?, ?)",
+                [
+                    (e.target_id, json.dumps(e.desired.to_json()), e.op_id, e.at)
+                    for e in dump.ledger
+                ],
+            )
+            db.executemany(
+                "INSERT INTO approvals VALUES (?, ?, ?)",
+                [(a.op_id, a.actor, a.at) for a in dump.approvals],
+            )
+            db.executemany(
+                "INSERT INTO audit VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        e.seq,
+                        e.at,
+                        e.actor,
+                        e.kind,
+                        e.op_id,
+                        json.dumps(e.payload),
+                        e.prev_hash,
+                        e.hash,
+                    )
+                    for e in dump.audit
+                ],
+            )
+            db.execute("UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1", dump.audit_head)
+            # Tokens only ever grow: the copy continues above every token either side gave out.
+            db.execute(
+                "INSERT INTO lock (name, token, held) VALUES (?, ?, 0)"
+                " ON CONFLICT (name) DO UPDATE SET token = MAX(token, excluded.token)",
+                (LOCK_NAME, dump.lock_token),
+            )
 
     def close(self) -> None:
         with self._mutex:
@@ -292,4 +368,44 @@ def _op(row: sqlite3.Row) -> Operation:
         created_at=row["created_at"],
         status=OpStatus(row["status"]),
         required_approvals=row["required_approvals"],
+    )
+
+
+def _step(row: sqlite3.Row) -> Step:
+    observed = Access.from_json(json.loads(row["observed"])) if row["observed"] else None
+    return Step(
+        row["op_id"], row["target_id"], StepResult(row["result"]), row["error"], row["at"], observed
+    )
+
+
+def _event(row: sqlite3.Row) -> AuditEvent:
+    return AuditEvent(
+        row["seq"],
+        row["at"],
+        row["actor"],
+        row["kind"],
+        row["op_id"],
+        json.loads(row["payload"]),
+        row["prev_hash"],
+        row["hash"],
+    )
+
+
+def _insert_op(db: sqlite3.Connection, op: Operation) -> None:
+    """Record ``op`` unless its id exists (an existing op is left as it is)."""
+    db.execute(
+        "INSERT OR IGNORE INTO ops VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            op.id,
+            op.action.value,
+            json.dumps(op.desired.to_json()),
+            json.dumps(list(op.target_ids)),
+            op.actor,
+            op.reason,
+            op.ticket,
+            op.selector,
+            op.created_at,
+            op.status.value,
+            op.required_approvals,
+        ),
     )

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 from pydantic import BaseModel
 
 from killswitch.contract import ApplyContext, Mechanism, Problem
-from killswitch.domain import Target
+from killswitch.domain import Observed, Target
 from killswitch.errors import RetryableError
 from providers.aws.config import SERVICES, AwsConfig, check, known_regions
 
@@ -80,6 +80,29 @@ class AwsProvider:
                 module, _, attr = MECHANISMS[name].partition(":")
                 self._mechanisms[name] = getattr(importlib.import_module(module), attr)(self)
             return self._mechanisms[name]
+
+    def discover(self) -> list[tuple[Target, Observed]]:
+        """Flags of the inventory's models in regions this entry does not list (a region
+        someone manages by hand, or one dropped from the inventory): drift reports them
+        as unmanaged. One GetParametersByPath per region; regions not enabled for the
+        account are passed over."""
+        if "ssm-flag" not in self.config.mechanisms or self.config.regions == "all":
+            return []
+        from concurrent.futures import ThreadPoolExecutor
+
+        from providers.aws.ssm_flag import SsmFlag
+
+        lever = self.mechanism("ssm-flag")
+        assert isinstance(lever, SsmFlag)
+        elsewhere = sorted(known_regions({"ssm"}) - set(self.regions()))
+        probes = [
+            Target(self.type, self.name, region, "ssm-flag", "", account)
+            for account in self.accounts()
+            for region in elsewhere
+        ]
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            found = pool.map(lambda probe: lever.flags_in(probe, set(self.models)), probes)
+            return [item for items in found for item in items]
 
     def least_privilege(self) -> dict[str, Any]:
         """The IAM policy document this entry's levers need, and nothing more."""

@@ -8,13 +8,14 @@ made only when the posture differs, because every overwrite adds a version.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, ClassVar
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from botocore.exceptions import ClientError
 
 from killswitch.contract import ApplyContext, Permission
 from killswitch.domain import OPEN, Access, Observed, Posture, Target
-from killswitch.errors import PermanentError
+from killswitch.errors import PermanentError, ProviderError
 
 if TYPE_CHECKING:
     from providers.aws import AwsProvider
@@ -89,6 +90,44 @@ class SsmFlag:
         parameter = reply["Parameter"]
         access = parse_flag(name, parameter["Value"])
         return Observed(access, f"{name} version {parameter.get('Version')}")
+
+    def flags_in(self, probe: Target, models: set[str]) -> list[tuple[Target, Observed]]:
+        """Every flag of ``models`` in ``probe``'s region and account; [] where the region
+        cannot be read (not enabled for the account, or no permission there)."""
+        prefix = self.provider.config.ssm_prefix
+        parameters: list[dict[str, str]] = []
+        page: dict[str, str] = {}
+        while True:
+
+            def read(ssm: Any, page: dict[str, str] = page) -> Any:
+                return ssm.get_parameters_by_path(Path=prefix, MaxResults=10, **page)
+
+            try:
+                reply = self.provider.call(
+                    probe,
+                    "ssm",
+                    "read",
+                    f"ssm:GetParametersByPath {prefix} in {probe.region}",
+                    read,
+                )
+            except ProviderError:
+                return []
+            parameters += reply.get("Parameters", [])
+            if not reply.get("NextToken"):
+                break
+            page = {"NextToken": reply["NextToken"]}
+        found = []
+        for parameter in parameters:
+            model = parameter["Name"].rsplit("/", 1)[-1]
+            if model not in models:
+                continue
+            target = replace(probe, model=model)
+            try:
+                access = parse_flag(parameter["Name"], parameter["Value"])
+            except CorruptFlag:
+                continue
+            found.append((target, Observed(access, f"flag {parameter['Name']} says {access}")))
+        return found
 
     def apply(self, target: Target, desired: Access, ctx: ApplyContext) -> None:
         try:
