@@ -316,7 +316,7 @@ def _change_options(fn: F) -> F:
         click.option(
             "--dry-run",
             is_flag=True,
-            help="Only plan: exit 0 nothing to change, 2 changes pending.",
+            help="Only plan (exit codes as plan: 0, 2 pending, 3 unreadable, 64 blocked).",
         ),
         click.option(
             "--idempotency-key",

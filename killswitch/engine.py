@@ -177,6 +177,8 @@ class Switch:
                 log.info("resuming the op this command started before", op=existing.id)
                 return self.resume(existing.id, confirm=confirm)
             if existing.status is OpStatus.AWAITING_APPROVAL:
+                if self._approved(existing):  # approved, but its apply was cut short
+                    return self.resume(existing.id, confirm=confirm)
                 return self._awaiting(existing)
             return self._plan_report(plan, existing.id, "already-done")
         if not work:
@@ -224,11 +226,13 @@ class Switch:
         When this approval completes the quorum, the confirmation comes first: a refused
         confirmation records nothing."""
         op = self._get(op_id)
+        if op.status is OpStatus.AWAITING_APPROVAL and self._approved(op):
+            return self.resume(op.id, confirm=confirm)  # approved, but its apply was cut short
         approvals.check(self.store, op, self.actor)
         if len(self.store.approvals(op.id)) + 1 >= op.required_approvals:
             plan = self._remaining_plan(op)
             _refuse_blocked(plan)
-            if plan.pending:
+            if plan.pending or plan.unreadable:
                 confirm(plan)
         have = approvals.record(self.store, op, self.actor, as_requester=False)
         if len(have) < op.required_approvals:
@@ -238,15 +242,13 @@ class Switch:
     def resume(self, op_id: str, *, confirm: Confirm | None = None) -> Report:
         """Finish a partial or crashed op: re-plan the targets not yet done and apply them."""
         op = self._get(op_id)
-        if op.status is OpStatus.AWAITING_APPROVAL:
-            have = self.store.approvals(op.id)
-            if len(have) < op.required_approvals:
-                return self._awaiting(op)
+        if op.status is OpStatus.AWAITING_APPROVAL and not self._approved(op):
+            return self._awaiting(op)
         if op.status is OpStatus.COMPLETE:
             return self.op_report(op.id)
         plan = self._remaining_plan(op)
         _refuse_blocked(plan)
-        if confirm is not None and plan.pending:
+        if confirm is not None and (plan.pending or plan.unreadable):
             confirm(plan)
         return self._run(op, plan.changes)
 
@@ -285,6 +287,9 @@ class Switch:
     def _run(self, op: Operation, changes: Sequence[Change]) -> Report:
         self.executor.run(op, [_unknown_as_change(c) for c in changes], requested=_requested(op))
         return self.op_report(op.id)
+
+    def _approved(self, op: Operation) -> bool:
+        return len(self.store.approvals(op.id)) >= op.required_approvals
 
     def _required(self, action: Action) -> int:
         return self.inventory.spec.policy.restore.approvals if action is Action.RESTORE else 0

@@ -53,7 +53,8 @@ def _pick(
     # `all` means everything, even beside names (`-m all -m mythos-5`).
     includes = [] if "all" in patterns else [p for p in patterns if not p.startswith("!")]
     excludes = [p[1:] for p in patterns if p.startswith("!")]
-    for pattern in [*includes, *excludes]:
+    named = [p.removeprefix("!") for p in patterns if p != "all"]
+    for pattern in named:
         if not pattern:
             raise UsageError(f"{flag}: empty value")
         if _is_pattern(pattern) or pattern in known_set or pattern in aliases:

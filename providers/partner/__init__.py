@@ -37,7 +37,7 @@ class PartnerConfig(BaseModel):
     secret_file: str | None = None
     regions: list[str] = Field(min_length=1)
     models: dict[str, str] = Field(min_length=1)  # killswitch model → the partner's model id
-    mechanisms: list[str] = Field(default_factory=lambda: ["access-api"])
+    mechanisms: list[str] = Field(default_factory=lambda: ["access-api"], min_length=1)
     ca_bundle: str | None = None  # PEM file for a private CA; TLS is always verified
     timeout_seconds: float = Field(default=10.0, gt=0, le=300)
     operation_deadline_seconds: float = Field(default=120.0, gt=0, le=3600)
@@ -48,7 +48,7 @@ class PartnerConfig(BaseModel):
         https = re.fullmatch(r"https://[^\s/?#]+(/[^\s?#]*)?", value)
         loopback = re.fullmatch(r"http://(127\.0\.0\.1|localhost)(:\d+)?(/[^\s?#]*)?", value)
         if not (https or loopback):
-            raise ValueError("must be an https:// URL (plain http only for 127.0.0.1)")
+            raise ValueError("must be an https:// URL (plain http only for 127.0.0.1 or localhost)")
         return value.rstrip("/")
 
     @field_validator("secret_env")

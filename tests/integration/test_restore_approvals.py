@@ -87,6 +87,26 @@ def test_an_unconfirmed_approval_is_not_recorded(ws: Workspace) -> None:
     assert all(ws.posture(r, m) == "open" for r in US + NON_US for m in MODELS)
 
 
+def test_an_approved_restore_cut_short_by_the_lock_finishes_on_approve_again(
+    ws: Workspace,
+) -> None:
+    from killswitch.state.sqlite import SqliteStore
+
+    _revoked_everywhere(ws)
+    op = ws.run("restore", "-m", "all", "--reason", "review", "--yes", "-o", "json").json()["op"]
+    holder = SqliteStore(ws.state_db)  # carol's apply, from another terminal
+    lease = holder.acquire("carol@desk", "op-other", ttl_seconds=30)
+
+    blocked = ws.run("approve", op, "--yes", actor="bob")
+    holder.release(lease)
+    again = ws.run("approve", op, "--yes", actor="bob")
+
+    assert blocked.code == 4
+    assert "carol@desk" in blocked.stderr
+    assert again.code == 0, again.stderr
+    assert all(ws.posture(r, m) == "open" for r in US + NON_US for m in MODELS)
+
+
 def test_approving_an_unknown_op_is_a_usage_error(ws: Workspace) -> None:
     result = ws.run("approve", "op-doesnotexist", "--yes", actor="bob")
 

@@ -67,6 +67,7 @@ def test_target_glob(inv: inventory.Inventory) -> None:
         ("--region", {"models": ("all",), "regions": ("!eu-wst-1",)}, "eu-wst-1"),
         ("--provider", {"models": ("all",), "providers": ("aws-prd",)}, "aws-prd"),
         ("--scope", {"scope": "export"}, "unknown scope"),
+        ("--model", {"models": ("all", "mythos-9")}, "mythos-9"),
     ],
 )
 def test_unknown_names_are_usage_errors(
