@@ -192,13 +192,10 @@ def main() -> None:
         killswitch("inventory validate", expect=0)
         killswitch("plan revoke --scope outside-us", expect=2)
 
-        say("Revoke everywhere outside the US (one command, every region, read back)")
-        killswitch(f"--actor alice revoke --scope outside-us {order}", expect=0)
-
-        say("Inside the US: restrict to the verified us-person audience")
-        killswitch(
-            f"--actor alice restrict --scope inside-us --audience us-person {order}", expect=0
-        )
+        say("The runbook: revoke outside the US, restrict the US to us-person, verify, notify")
+        lockdown = ROOT / "runbooks" / "export-control-lockdown.yaml"
+        killswitch(f"runbook show {lockdown}", expect=0)
+        killswitch(f"--actor alice runbook run {lockdown} --var ticket=INC-2041 --yes", expect=0)
         killswitch("status", expect=0)
         show_iam_policy(server.url, "mythos-5")
         show_fleet(server.url, listeners, partner)
@@ -209,7 +206,9 @@ def main() -> None:
         say("2 a.m.: someone re-opens mythos-5 in eu-west-1 by hand, bypassing killswitch")
         reopen_by_hand(server.url, "eu-west-1", "mythos-5")
         killswitch("drift --region eu-west-1", expect=2)
-        killswitch("--actor oncall revoke --scope outside-us --reason 're-close' --yes", expect=0)
+        say("The scheduled drift check closes it again (an op by drift-check) and writes metrics")
+        metrics = WORK / "killswitch.prom"
+        killswitch(f"drift --fix --region eu-west-1 --metrics-file {metrics}", expect=0)
         killswitch("drift", expect=0)
 
         say("After review: restore needs two people (alice asks, bob approves)")

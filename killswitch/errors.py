@@ -33,9 +33,17 @@ class UsageError(KillswitchError):
 class InventoryError(UsageError):
     """The inventory file is invalid; the message names file, line and field."""
 
+    what = "inventory"
+
     def __init__(self, problems: list[str]) -> None:
         self.problems = problems
-        super().__init__("invalid inventory:\n  " + "\n  ".join(problems))
+        super().__init__(f"invalid {self.what}:\n  " + "\n  ".join(problems))
+
+
+class RunbookError(InventoryError):
+    """A runbook file is invalid; the message names file, line and field."""
+
+    what = "runbook"
 
 
 @dataclass(frozen=True)

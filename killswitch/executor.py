@@ -75,6 +75,8 @@ class Executor:
         self.owner = owner
         self.on_step = on_step or (lambda target, step: None)
         self.ttl = fleet.inventory.spec.policy.lock.ttl_seconds
+        # A runbook step's timeout, when shorter than policy.deadline_seconds.
+        self.deadline_seconds: float | None = None
 
     def run(
         self, op: Operation, changes: Sequence[Change], *, requested: dict[str, object]
@@ -102,7 +104,8 @@ class Executor:
                 self.store.set_ledger(
                     [LedgerEntry(t, op.desired, op.id, now) for t in op.target_ids], lease
                 )
-                deadline = time.monotonic() + self.fleet.inventory.spec.policy.deadline_seconds
+                budget = self.deadline_seconds or self.fleet.inventory.spec.policy.deadline_seconds
+                deadline = time.monotonic() + budget
                 for wave in self._waves(op.action, changes):
                     self._apply_wave(op, wave, beat, deadline)
                 steps = self.store.steps(op.id)

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -18,7 +16,7 @@ from pydantic import (
     model_validator,
 )
 
-from killswitch import registry
+from killswitch import registry, yamlsrc
 from killswitch.contract import Provider
 from killswitch.domain import is_valid_name
 from killswitch.errors import InventoryError
@@ -124,8 +122,12 @@ class InventorySpec(_Strict):
     @field_validator("state")
     @classmethod
     def _state_url(cls, value: str) -> str:
+        from killswitch.state import SUPPORTED, parse_dynamodb_url
+
+        if value.startswith("dynamodb://"):
+            return str(parse_dynamodb_url(value))  # raises ValueError saying what is wrong
         if not value.startswith("sqlite:///") or value == "sqlite:///":
-            raise ValueError("supported: sqlite:///path/to/state.db (relative to this file)")
+            raise ValueError(SUPPORTED)
         return value
 
     @field_validator("models", mode="before")
@@ -177,32 +179,12 @@ def resolve_path(explicit: str | None) -> Path:
 
 def load(path: Path) -> Inventory:
     """Read, parse and validate ``path``; raise InventoryError listing every problem."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InventoryError(
-            [f"{path}: no such file (use --inventory PATH or set {ENV_VAR})"]
-        ) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InventoryError([f"{path}: cannot read: {exc}"]) from None
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        raw = yaml.safe_load(text)
-        duplicates = _duplicate_keys(node)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise InventoryError([f"{where}: not valid YAML: {problem}"]) from None
-    if duplicates:
-        # YAML keeps the last of two equal keys: a provider entry would vanish silently.
-        raise InventoryError([f"{path}:{line}: {key}: given twice" for key, line in duplicates])
-    lines = _line_index(node)
+    source, unreadable = yamlsrc.read(path, f" (use --inventory PATH or set {ENV_VAR})")
+    if source is None:
+        raise InventoryError(unreadable)
+    raw, at = source.data, source.at
     if not isinstance(raw, dict):
         raise InventoryError([f"{path}:1: the inventory must be a mapping (version, models, …)"])
-
-    def at(loc: Loc, message: str) -> str:
-        return f"{path}:{_line_for(lines, loc)}: {'.'.join(map(str, loc)) or '(top)'}: {message}"
 
     try:
         spec = InventorySpec.model_validate(raw)
@@ -282,48 +264,5 @@ def _check_scopes(spec: InventorySpec, at: Any) -> list[str]:
     return problems
 
 
-def _duplicate_keys(node: yaml.Node | None) -> list[tuple[str, int]]:
-    found: list[tuple[str, int]] = []
-    if isinstance(node, yaml.MappingNode):
-        seen: set[str] = set()
-        for key, value in node.value:
-            if key.value in seen:
-                found.append((str(key.value), key.start_mark.line + 1))
-            seen.add(key.value)
-            found += _duplicate_keys(value)
-    elif isinstance(node, yaml.SequenceNode):
-        for item in node.value:
-            found += _duplicate_keys(item)
-    return found
-
-
 def _is_pattern(value: str) -> bool:
     return value == "all" or value.startswith("!") or any(c in value for c in "*?[")
-
-
-def _line_index(node: yaml.Node | None) -> dict[Loc, int]:
-    """Map each path in the document to its 1-based line."""
-    index: dict[Loc, int] = {}
-
-    def walk(n: yaml.Node, loc: Loc) -> None:
-        index[loc] = n.start_mark.line + 1
-        if isinstance(n, yaml.MappingNode):
-            for key, value in n.value:
-                child = (*loc, key.value)
-                walk(value, child)
-                index[child] = key.start_mark.line + 1
-        elif isinstance(n, yaml.SequenceNode):
-            for i, item in enumerate(n.value):
-                walk(item, (*loc, i))
-
-    if node is not None:
-        walk(node, ())
-    return index
-
-
-def _line_for(lines: Mapping[Loc, int], loc: Loc) -> int:
-    """The line of ``loc`` or of its nearest ancestor (a missing field points at its parent)."""
-    for cut in range(len(loc), -1, -1):
-        if loc[:cut] in lines:
-            return lines[loc[:cut]]
-    return 1

@@ -1,0 +1,481 @@
+"""Incident runbooks: checked-in YAML that sequences revoke / restrict / restore /
+verify / drift / wait / confirm / notify steps, with typed inputs.
+
+A run is recorded in the audit log (``run.started``, one ``run.step`` per step
+with the op it made, ``run.finished``), so ``runbook resume RUN`` can continue
+from the step that stopped it, on any machine that shares the state store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from killswitch import yamlsrc
+from killswitch.domain import Access, Action, Posture, utcnow
+from killswitch.errors import ExitCode, KillswitchError, RunbookError, UsageError
+from killswitch.selectors import Selector
+
+VARIABLE = re.compile(r"\$\{([a-z_][a-z0-9_]*)\}")
+DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
+UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+STATUS_CODE = {
+    "complete": 0,
+    "already-done": 0,
+    "nothing-to-do": 0,
+    "partial": 3,
+    "running": 3,
+    "awaiting-approval": 5,
+}
+
+
+def seconds(text: str) -> float:
+    found = DURATION.fullmatch(text.strip())
+    if not found:
+        raise ValueError(f"{text!r} is not a duration like 30s, 5m or 1h")
+    return float(found.group(1)) * UNITS[found.group(2)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class InputSpec(_Strict):
+    type: Literal["string", "list", "int"] = "string"
+    default: str | int | list[str] | None = None
+    required: bool = False
+    description: str = ""
+
+
+class SelectSpec(_Strict):
+    models: list[str] | str = Field(default_factory=list)
+    regions: list[str] | str = Field(default_factory=list)
+    providers: list[str] | str = Field(default_factory=list)
+    targets: list[str] | str = Field(default_factory=list)
+    scope: str | None = None
+
+
+class ExpectSpec(_Strict):
+    posture: Posture
+    audience: list[str] | str = Field(default_factory=list)
+
+
+class StepSpec(_Strict):
+    name: str = Field(min_length=1, max_length=200)
+    kind: Literal["revoke", "restrict", "restore", "verify", "drift", "wait", "confirm", "notify"]
+    select: SelectSpec | None = None
+    audience: list[str] | str = Field(default_factory=list)
+    expect: ExpectSpec | None = None
+    reason: str | None = None
+    ticket: str | None = None
+    duration: str | None = None
+    until: ExpectSpec | None = None  # wait until `select` shows this posture
+    message: str | None = None
+    webhook_env: str | None = Field(default=None, pattern=r"^[A-Z_][A-Z0-9_]{0,127}$")
+    on_failure: Literal["stop", "continue"] = "stop"
+    timeout: str | None = None
+
+    @field_validator("duration", "timeout")
+    @classmethod
+    def _duration(cls, value: str | None) -> str | None:
+        if value is not None and not VARIABLE.search(value):  # an input is checked at run time
+            seconds(value)
+        return value
+
+    @model_validator(mode="after")
+    def _fits_kind(self) -> StepSpec:
+        needs_select = {"revoke", "restrict", "restore", "verify", "drift"}
+        if self.kind in needs_select and self.select is None:
+            raise ValueError(f"a {self.kind} step needs select: (models, regions, …)")
+        if self.kind == "restrict" and not self.audience:
+            raise ValueError("a restrict step needs audience:")
+        if self.kind == "verify" and self.expect is None:
+            raise ValueError("a verify step needs expect: {posture: …}")
+        if self.kind == "wait" and self.duration is None and self.until is None:
+            raise ValueError("a wait step needs duration: or until: (with select:)")
+        if self.kind == "wait" and self.until is not None and self.select is None:
+            raise ValueError("wait until: needs select:")
+        if self.kind in ("confirm", "notify") and not self.message:
+            raise ValueError(f"a {self.kind} step needs message:")
+        return self
+
+
+class RunbookSpec(_Strict):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
+    description: str = ""
+    inputs: dict[str, InputSpec] = Field(default_factory=dict)
+    steps: list[StepSpec] = Field(min_length=1)
+
+
+@dataclass(frozen=True)
+class Runbook:
+    path: Path
+    spec: RunbookSpec
+    digest: str  # sha256 of the file: a resumed run must run the same runbook
+
+    def bind(self, given: Mapping[str, str]) -> dict[str, Any]:
+        """Typed input values from ``--var`` strings and defaults; unknown or missing: 64."""
+        unknown = sorted(set(given) - set(self.spec.inputs))
+        if unknown:
+            raise UsageError(
+                f"--var {unknown[0]}: {self.path.name} has no such input "
+                f"(inputs: {', '.join(self.spec.inputs) or 'none'})"
+            )
+        values: dict[str, Any] = {}
+        for name, spec in self.spec.inputs.items():
+            if name in given:
+                values[name] = _typed(name, spec, given[name])
+            elif spec.default is not None:
+                values[name] = spec.default
+            elif spec.required:
+                raise UsageError(f"--var {name}=… is required by {self.path.name}")
+            else:
+                values[name] = [] if spec.type == "list" else ""
+        return values
+
+
+def _typed(name: str, spec: InputSpec, text: str) -> Any:
+    if spec.type == "list":
+        return [part.strip() for part in text.split(",") if part.strip()]
+    if spec.type == "int":
+        try:
+            return int(text)
+        except ValueError:
+            raise UsageError(f"--var {name}={text}: must be a whole number") from None
+    return text
+
+
+def load(path: Path) -> Runbook:
+    """Read and validate a runbook; every problem names file, line and field (exit 64)."""
+    source, problems = yamlsrc.read(path)
+    if source is None:
+        raise RunbookError(problems)
+    if not isinstance(source.data, dict):
+        raise RunbookError([f"{path}:1: a runbook is a mapping (name, inputs, steps)"])
+    try:
+        spec = RunbookSpec.model_validate(source.data)
+    except ValidationError as exc:
+        raise RunbookError(source.errors(exc)) from None
+    problems = [
+        source.at(loc, f"${{{name}}} is not an input of this runbook")
+        for loc, name in _references(source.data)
+        if name not in spec.inputs
+    ]
+    if problems:
+        raise RunbookError(problems)
+    return Runbook(path, spec, hashlib.sha256(path.read_bytes()).hexdigest())
+
+
+def _references(data: Any, loc: yamlsrc.Loc = ()) -> list[tuple[yamlsrc.Loc, str]]:
+    if isinstance(data, str):
+        return [(loc, m) for m in VARIABLE.findall(data)]
+    if isinstance(data, dict):
+        return [r for k, v in data.items() for r in _references(v, (*loc, k))]
+    if isinstance(data, list):
+        return [r for i, v in enumerate(data) for r in _references(v, (*loc, i))]
+    return []
+
+
+def render(value: Any, variables: Mapping[str, Any]) -> Any:
+    """Fill ``${input}``: a whole string takes the input's value (a list stays a list,
+    spliced into a surrounding list); inside a longer string it is text."""
+    if isinstance(value, str):
+        whole = VARIABLE.fullmatch(value)
+        if whole:
+            return variables[whole.group(1)]
+        return VARIABLE.sub(lambda m: _text(variables[m.group(1)]), value)
+    if isinstance(value, list):
+        out: list[Any] = []
+        for item in value:
+            rendered = render(item, variables)
+            out += rendered if isinstance(rendered, list) and isinstance(item, str) else [rendered]
+        return out
+    return value
+
+
+def _text(value: Any) -> str:
+    return ", ".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+def _names(value: list[str] | str, variables: Mapping[str, Any]) -> tuple[str, ...]:
+    rendered = render(value if isinstance(value, list) else [value], variables)
+    return tuple(str(v) for v in rendered)
+
+
+def selector(spec: SelectSpec, variables: Mapping[str, Any]) -> Selector:
+    return Selector(
+        models=_names(spec.models, variables),
+        regions=_names(spec.regions, variables),
+        providers=_names(spec.providers, variables),
+        targets=_names(spec.targets, variables),
+        scope=render(spec.scope, variables) if spec.scope else None,
+    )
+
+
+def expected(spec: ExpectSpec, variables: Mapping[str, Any]) -> Access:
+    return Access(spec.posture, _names(spec.audience, variables))
+
+
+@dataclass(frozen=True)
+class StepOutcome:
+    index: int
+    name: str
+    kind: str
+    status: str  # ok, failed, skipped, awaiting-approval, planned
+    code: int
+    op: str | None = None
+    detail: str = ""
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "index": self.index,
+            "name": self.name,
+            "kind": self.kind,
+            "status": self.status,
+            "code": self.code,
+            "op": self.op,
+            "detail": self.detail,
+        }
+
+
+@dataclass
+class RunResult:
+    run_id: str | None
+    runbook: str
+    steps: list[StepOutcome] = field(default_factory=list)
+    stopped_by: StepOutcome | None = None
+
+    @property
+    def code(self) -> int:
+        if self.stopped_by is not None:
+            return self.stopped_by.code
+        if any(s.status == "failed" for s in self.steps):
+            return int(ExitCode.PARTIAL)  # steps marked on_failure: continue failed
+        return 0
+
+    @property
+    def status(self) -> str:
+        return {0: "complete", 5: "awaiting-approval"}.get(self.code, "failed")
+
+
+Ask = Callable[[str], bool]
+"""Asks a human a yes/no question (confirm steps); raises when nobody can answer."""
+
+
+class Runner:
+    """Runs a runbook's steps against a Switch, recording the run in the audit log."""
+
+    def __init__(
+        self,
+        switch: Any,
+        runbook: Runbook,
+        variables: Mapping[str, Any],
+        *,
+        yes: bool,
+        dry_run: bool,
+        confirm_plan: Callable[[Any], None],
+        ask: Ask,
+        notify: Callable[[str, str], bool | None],
+    ) -> None:
+        self.switch = switch
+        self.runbook = runbook
+        self.variables = dict(variables)
+        self.yes = yes
+        self.dry_run = dry_run
+        self.confirm_plan = confirm_plan
+        self.ask = ask
+        self.notify = notify
+
+    def run(self, run_id: str | None = None, start: int = 0) -> RunResult:
+        spec = self.runbook.spec
+        if run_id is None and not self.dry_run:
+            run_id = (
+                "run-"
+                + hashlib.sha256(
+                    f"{self.runbook.digest}{utcnow()}{self.switch.actor}".encode()
+                ).hexdigest()[:12]
+            )
+            self.switch.store.append_audit(
+                self.switch.actor,
+                "run.started",
+                run_id,
+                {
+                    "runbook": spec.name,
+                    "file": str(self.runbook.path.resolve()),
+                    "sha256": self.runbook.digest,
+                    "variables": self.variables,
+                },
+            )
+        result = RunResult(run_id, spec.name)
+        for index, step in enumerate(spec.steps):
+            if index < start:
+                continue
+            outcome = self._step(index, step)
+            result.steps.append(outcome)
+            if run_id is not None:
+                self.switch.store.append_audit(
+                    self.switch.actor, "run.step", run_id, outcome.to_json()
+                )
+            if outcome.status == "awaiting-approval" or (
+                outcome.status == "failed" and step.on_failure == "stop"
+            ):
+                result.stopped_by = outcome
+                break
+        if run_id is not None:
+            self.switch.store.append_audit(
+                self.switch.actor,
+                "run.finished",
+                run_id,
+                {"status": result.status, "code": result.code},
+            )
+        return result
+
+    def _step(self, index: int, step: StepSpec) -> StepOutcome:
+        def outcome(
+            status: str, code: int = 0, op: str | None = None, detail: str = ""
+        ) -> StepOutcome:
+            return StepOutcome(index, step.name, step.kind, status, code, op, detail)
+
+        v = self.variables
+        try:
+            if step.kind in ("revoke", "restrict", "restore"):
+                return self._change(step, outcome)
+            if step.kind == "verify":
+                assert step.select is not None and step.expect is not None
+                wrong = self._mismatches(selector(step.select, v), expected(step.expect, v))
+                if wrong and not self.dry_run:
+                    return outcome("failed", int(ExitCode.PARTIAL), detail="; ".join(wrong[:10]))
+                return outcome("planned" if self.dry_run else "ok", detail=f"{len(wrong)} differ")
+            if step.kind == "drift":
+                assert step.select is not None
+                report = self.switch.drift(selector(step.select, v))
+                code = {"in-sync": 0, "drift": 2}.get(report.status, 3)
+                if code and not self.dry_run:
+                    return outcome("failed", code, detail=f"drift check says {report.status}")
+                return outcome("planned" if self.dry_run else "ok", detail=report.status)
+            if self.dry_run:
+                return outcome("planned", detail="not run in a dry run")
+            if step.kind == "wait":
+                return self._wait(step, outcome)
+            if step.kind == "confirm":
+                if self.yes:
+                    return outcome("skipped", detail="--yes")
+                message = str(render(step.message, v))
+                if self.ask(message):
+                    return outcome("ok")
+                return outcome("failed", int(ExitCode.USAGE), detail="not confirmed")
+            message = str(render(step.message, v))
+            sent = self.notify(message, step.webhook_env or "")
+            if sent is None:
+                return outcome("skipped", detail="no webhook configured")
+            return outcome(
+                "ok" if sent else "failed",
+                0 if sent else 1,
+                detail="sent" if sent else "no webhook, or it refused",
+            )
+        except KillswitchError as exc:
+            return outcome("failed", int(exc.exit_code), detail=str(exc))
+
+    def _change(self, step: StepSpec, outcome: Callable[..., StepOutcome]) -> StepOutcome:
+        assert step.select is not None
+        v = self.variables
+        action = Action(step.kind)
+        select = selector(step.select, v)
+        audience = _names(step.audience, v) if step.audience else ()
+        reason = (
+            str(render(step.reason, v))
+            if step.reason
+            else f"runbook {self.runbook.spec.name}: {step.name}"
+        )
+        if self.dry_run:
+            from killswitch.engine import plan_status
+
+            plan = self.switch.preview(action, select, audience=audience, reason=reason)
+            status = plan_status(plan)
+            code = {"blocked": int(ExitCode.USAGE), "unreadable": 3}.get(status, 0)
+            return outcome(
+                "failed" if code else "planned",
+                code,
+                detail=f"{len(plan.pending)} of {len(plan.changes)} targets would change",
+            )
+        self.switch.executor.deadline_seconds = self._seconds(step.timeout)
+        try:
+            report = self.switch.change(
+                action,
+                select,
+                audience=audience,
+                reason=reason,
+                ticket=str(render(step.ticket, v)) if step.ticket else None,
+                confirm=self.confirm_plan,
+            )
+        finally:
+            self.switch.executor.deadline_seconds = None
+        code = STATUS_CODE.get(report.status, 1)
+        status = {0: "ok", 5: "awaiting-approval"}.get(code, "failed")
+        return outcome(status, code, report.op_id, report.message or report.status)
+
+    def _mismatches(self, select: Selector, want: Access) -> list[str]:
+        report = self.switch.status(select)
+        return [
+            f"{row.target.id} is {row.observed or 'unreadable'}"
+            for row in report.rows
+            if row.observed != want
+        ]
+
+    def _seconds(self, text: str | None) -> float | None:
+        """A step's duration or timeout, inputs filled in; a bad value is a usage error."""
+        if text is None:
+            return None
+        try:
+            return seconds(str(render(text, self.variables)))
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+
+    def _wait(self, step: StepSpec, outcome: Callable[..., StepOutcome]) -> StepOutcome:
+        limit = self._seconds(step.timeout) or 600.0
+        if step.until is None:
+            pause = self._seconds(step.duration) or 0.0
+            time.sleep(min(pause, limit))
+            return outcome("ok", detail=f"waited {pause:g}s")
+        assert step.select is not None
+        select, want = selector(step.select, self.variables), expected(step.until, self.variables)
+        deadline = time.monotonic() + limit
+        pause = self._seconds(step.duration) or 2.0
+        while True:
+            wrong = self._mismatches(select, want)
+            if not wrong:
+                return outcome("ok", detail=f"every target is {want}")
+            if time.monotonic() + pause > deadline:
+                return outcome(
+                    "failed",
+                    int(ExitCode.PARTIAL),
+                    detail=f"still waiting after {step.timeout or '10m'}: {wrong[0]}",
+                )
+            time.sleep(pause)
+
+
+def find_run(events: Sequence[Any], run_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The ``run.started`` payload and the step outcomes of ``run_id`` from the audit log."""
+    started = [e for e in events if e.kind == "run.started" and e.op_id == run_id]
+    if not started:
+        raise UsageError(f"no runbook run {run_id!r} in the audit log")
+    steps = [e.payload for e in events if e.kind == "run.step" and e.op_id == run_id]
+    return dict(started[0].payload), [dict(s) for s in steps]
+
+
+def resume_point(steps: Sequence[Mapping[str, Any]]) -> int:
+    """The index to continue from: the step that stopped the run runs again; after a run
+    that went through, the step after the last."""
+    if not steps:
+        return 0
+    last = steps[-1]
+    if last["status"] in ("failed", "awaiting-approval"):
+        return int(last["index"])
+    return int(last["index"]) + 1
