@@ -3,9 +3,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
-PYDIRS := killswitch providers tests demo
+PYDIRS := killswitch providers tests tests_cluster demo
 
-.PHONY: venv test unit lint format demo clean
+.PHONY: venv test unit lint format demo clean test-cluster
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "killswitch needs Python 3.11+"'
@@ -26,6 +26,11 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check $(PYDIRS)
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+
+## make test-cluster: the Kubernetes provider's tests against the real cluster in $KUBECONFIG (opt-in)
+test-cluster: $(STAMP)
+	@test -n "$$KUBECONFIG" || { echo "make test-cluster needs KUBECONFIG (KILLSWITCH_TEST_CONTEXTS=eu,us for two clusters)"; exit 64; }
+	$(BIN)/pytest -q tests_cluster
 
 format: $(STAMP)
 	$(BIN)/ruff format $(PYDIRS)

@@ -597,6 +597,55 @@ def aws_policy(session: Session, /) -> int:
     return 0
 
 
+@cli.group("kubernetes")
+def kubernetes_group() -> None:
+    """Kubernetes helpers."""
+
+
+@kubernetes_group.command("rbac")
+@click.option(
+    "--provider",
+    "-p",
+    "providers",
+    multiple=True,
+    metavar="NAME",
+    help="A kubernetes entry (repeatable; default: all of them).",
+)
+@session_options
+@click.pass_obj
+def kubernetes_rbac(session: Session, /, providers: tuple[str, ...]) -> int:
+    """Print the least-privilege Roles the inventory's Kubernetes levers need (YAML).
+
+    One Role per listed namespace; apply it per cluster, e.g.
+    `killswitch kubernetes rbac -p k8s-eu | kubectl --context eu-prod apply -f -`.
+    """
+    import yaml
+
+    from killswitch import render
+    from killswitch.contract import LeastPrivilege
+
+    inv = session.load()
+    entries = [n for n in inv.provider_names if inv.spec.providers[n].type == "kubernetes"]
+    if not entries:
+        raise UsageError("the inventory has no kubernetes provider")
+    for name in providers:
+        if name not in entries:
+            raise UsageError(
+                f"--provider {name}: not a kubernetes entry (known: {', '.join(entries)})"
+            )
+    items: list[Any] = []
+    for name in providers or entries:
+        provider = inv.provider(name)
+        if isinstance(provider, LeastPrivilege):
+            items += provider.least_privilege()["items"]
+    document = {"apiVersion": "v1", "kind": "List", "items": items}
+    if session.output == "json":
+        render.emit_json(document)
+    else:
+        click.echo(yaml.safe_dump(document, sort_keys=False, default_flow_style=False), nl=False)
+    return 0
+
+
 @cli.group("inventory")
 def inventory_group() -> None:
     """The inventory file."""

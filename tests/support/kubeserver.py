@@ -854,6 +854,9 @@ class _HTTPServer(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as the client's connection pool expects
+    # Headers and body go out in two writes; without TCP_NODELAY, Nagle's algorithm holds
+    # the body until the client's delayed ACK: about 40 ms per request.
+    disable_nagle_algorithm = True
     server: _HTTPServer
     timeout = 10  # an idle keep-alive connection closes after this
 

@@ -1,0 +1,102 @@
+"""Provider ``kubernetes``: one inventory entry per cluster (a kubeconfig context, or the
+in-cluster service account), the namespaces where the model servers run, one region.
+
+A model's workloads are found by label (``killswitch.io/model=<model>`` unless the model
+says otherwise). The ``kubernetes`` package is imported only when a lever first calls
+the cluster, never to validate the inventory or show ``--help``.
+"""
+
+from __future__ import annotations
+
+import builtins
+import importlib
+import threading
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import BaseModel
+
+from killswitch.contract import Mechanism, Problem
+from killswitch.domain import Target
+from providers.kubernetes.config import KubernetesConfig, check, selector_for
+from providers.kubernetes.labels import LabelSelector
+
+if TYPE_CHECKING:
+    from providers.kubernetes.client import Apis, Obj
+
+# name → "module:Class", imported on first use.
+MECHANISMS: dict[str, str] = {
+    "configmap-flag": "providers.kubernetes.configmap_flag:ConfigMapFlag",
+    "network-policy": "providers.kubernetes.network_policy:NetworkPolicyLever",
+    "scale": "providers.kubernetes.scale:Scale",
+}
+
+
+class KubernetesProvider:
+    type: ClassVar[str] = "kubernetes"
+    config_model: ClassVar[builtins.type[BaseModel]] = KubernetesConfig
+    mechanism_names: ClassVar[frozenset[str]] = frozenset(MECHANISMS)
+
+    @classmethod
+    def check(cls, config: Any, models: Mapping[str, Mapping[str, Any]]) -> list[Problem]:
+        return check(config, models, set(MECHANISMS))
+
+    def __init__(self, name: str, config: Any, models: Mapping[str, Mapping[str, Any]]) -> None:
+        self.name = name
+        self.config: KubernetesConfig = config
+        self.models = models
+        self._mechanisms: dict[str, Mechanism] = {}
+        self._apis: Apis | None = None
+        self._lock = threading.RLock()  # fan-out threads build levers and the client on first use
+
+    # -- what it controls --------------------------------------------------------
+    @property
+    def served(self) -> list[str]:
+        """The models this cluster serves: the entry's ``models``, or every model."""
+        return list(self.config.models) if self.config.models is not None else list(self.models)
+
+    @property
+    def namespaces(self) -> list[str]:
+        return list(self.config.namespaces)
+
+    def targets(self) -> list[Target]:
+        """One target per lever and model, covering every listed namespace."""
+        return [
+            Target(self.type, self.name, self.config.region, mechanism, model)
+            for mechanism in self.config.mechanisms
+            for model in self.served
+        ]
+
+    def mechanism(self, name: str) -> Mechanism:
+        with self._lock:
+            if name not in self._mechanisms:
+                module, _, attr = MECHANISMS[name].partition(":")
+                self._mechanisms[name] = getattr(importlib.import_module(module), attr)(self)
+            return self._mechanisms[name]
+
+    def selector(self, model: str) -> LabelSelector:
+        return selector_for(self.models, model)
+
+    def least_privilege(self) -> dict[str, Any]:
+        """A Role per namespace with exactly the verbs this entry's levers use (a v1 List)."""
+        from providers.kubernetes.rbac import roles
+
+        levers = {name: self.mechanism(name) for name in self.config.mechanisms}
+        return roles(self.name, self.config, levers, self.served)
+
+    # -- calling the cluster -------------------------------------------------------
+    @property
+    def cluster(self) -> str:
+        """How messages name the cluster: the entry, and its context."""
+        where = "in-cluster" if self.config.in_cluster else f"context {self.config.context}"
+        return f"{self.name} ({where})"
+
+    def call(self, what: str, fn: Callable[[Apis], Any]) -> Obj:
+        """One API call on this cluster; its JSON reply, or a classified error."""
+        from providers.kubernetes.client import connect, request
+
+        with self._lock:
+            if self._apis is None:
+                self._apis = connect(self.name, self.config)
+            apis = self._apis
+        return request(apis, f"{what} in {self.cluster}", fn)

@@ -1,0 +1,46 @@
+"""The posture document gateways read: the same JSON, byte for byte, as the AWS
+``ssm-flag`` lever writes (docs/flag-format.md), so every gateway parses one format.
+
+Kept here rather than imported from ``providers.aws.ssm_flag`` so that the Kubernetes
+provider never imports boto3; a test pins the two writers to identical output.
+"""
+
+from __future__ import annotations
+
+import json
+
+from killswitch.contract import ApplyContext
+from killswitch.domain import Access
+from killswitch.errors import PermanentError
+
+FLAG_SCHEMA = "killswitch.flag/v1"
+
+
+class CorruptFlag(PermanentError):
+    """The key exists but does not hold a flag document we can read."""
+
+
+def flag_document(model: str, desired: Access, ctx: ApplyContext) -> str:
+    """The JSON a gateway reads; keys are stable (see docs/flag-format.md)."""
+    return json.dumps(
+        {
+            "schema": FLAG_SCHEMA,
+            "model": model,
+            "posture": desired.posture.value,
+            "audience": list(desired.audience),
+            "op": ctx.op_id,
+            "actor": ctx.actor,
+            "reason": ctx.reason,
+            "ticket": ctx.ticket,
+            "updated_at": ctx.at,
+        },
+        sort_keys=True,
+    )
+
+
+def parse_flag(where: str, value: str) -> Access:
+    try:
+        document = json.loads(value)
+        return Access.from_json(document)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise CorruptFlag(f"{where}: not a killswitch flag document ({exc})") from None
