@@ -116,7 +116,7 @@ class Switch:
             if isinstance(provider, Discovery):
                 try:
                     found = provider.discover()
-                except KillswitchError as exc:
+                except Exception as exc:  # discovery is a bonus: never fail the check on it
                     log.warning("discovery failed", provider=name, error=str(exc))
                     continue
                 rows += drift.unmanaged([(t, o) for t, o in found if t.model in models])

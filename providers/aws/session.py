@@ -63,7 +63,8 @@ class Clients:
 
     def _session_locked(self, role_arn: str | None, name: str) -> boto3.Session:
         if self._base is None:
-            self._base = boto3.Session(profile_name=self.profile)
+            with aws_call(f"AWS profile {self.profile or '(default chain)'}"):
+                self._base = boto3.Session(profile_name=self.profile)
         if role_arn is None:
             return self._base
         key = (role_arn, name)
