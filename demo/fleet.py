@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import boto3
+
+from tests.support.kubeserver import KubeServer, write_kubeconfig
 
 
 def make_alb(endpoint: str, region: str, models: list[str]) -> str:
@@ -45,3 +48,35 @@ def killswitch_rules(endpoint: str, region: str, listener: str) -> list[dict[str
         for rule in elb.describe_rules(ListenerArn=listener)["Rules"]
         if any(a["Type"] == "fixed-response" for a in rule["Actions"])
     ]
+
+
+def make_cluster(work: Path, models: list[str]) -> tuple[KubeServer, Path]:
+    """A Kubernetes API test server with a `serving` namespace and a Deployment per model
+    (label killswitch.io/model=<model>); its kubeconfig, context `eu-prod`."""
+    from kubernetes import client
+
+    kube = KubeServer().start()
+    api = kube.client()
+    client.CoreV1Api(api).create_namespace({"metadata": {"name": "serving"}})
+    for replicas, model in enumerate(models, start=3):
+        labels = {"app": f"{model}-api", "killswitch.io/model": model}
+        client.AppsV1Api(api).create_namespaced_deployment(
+            "serving",
+            {
+                "metadata": {"name": f"{model}-api", "labels": labels},
+                "spec": {
+                    "replicas": replicas,
+                    "selector": {"matchLabels": labels},
+                    "template": {
+                        "metadata": {"labels": labels},
+                        "spec": {"containers": [{"name": "server", "image": f"{model}:1"}]},
+                    },
+                },
+            },
+        )
+    return kube, write_kubeconfig(work / "kubeconfig", {"eu-prod": kube})
+
+
+def replicas(kube: KubeServer, name: str) -> int:
+    deployment = kube.get("deployments", "serving", name)
+    return int((deployment or {}).get("spec", {}).get("replicas") or 0)

@@ -15,11 +15,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from demo.fleet import killswitch_rules, make_alb  # noqa: E402
+from demo.fleet import killswitch_rules, make_alb, make_cluster, replicas  # noqa: E402
 from tests.support.partnersim import PartnerSim  # noqa: E402
 from tests.support.servers import MotoServer  # noqa: E402
 
@@ -49,7 +50,7 @@ FLEET_REGIONS = ["us-east-1", "eu-west-1"]
 BOLD, DIM, RESET = ("\033[1m", "\033[2m", "\033[0m") if sys.stdout.isatty() else ("", "", "")
 
 
-def inventory(endpoint: str, partner_url: str) -> str:
+def inventory(endpoint: str, partner_url: str, kubeconfig: Path) -> str:
     regions = ", ".join(US + ELSEWHERE)
     return f"""\
 version: 1
@@ -75,6 +76,13 @@ providers:
     regions: [{", ".join(FLEET_REGIONS)}]
     mechanisms: [elb-rule]
     endpoint_url: {endpoint}
+  k8s-eu:                        # our own serving cluster in Europe
+    type: kubernetes
+    context: eu-prod
+    kubeconfig: {kubeconfig}
+    region: eu-west-1
+    namespaces: [serving]
+    mechanisms: [configmap-flag, scale, network-policy]
   acme:                          # a partner platform reselling both models
     type: partner
     base_url: {partner_url}
@@ -151,7 +159,7 @@ def show_iam_policy(endpoint: str, model: str) -> None:
         print(f"  {statement['Sid']}: Deny {len(statement['Action'])} bedrock actions{spared}")
 
 
-def show_fleet(endpoint: str, listeners: dict[str, str], partner: PartnerSim) -> None:
+def show_fleet(endpoint: str, listeners: dict[str, str], partner: PartnerSim, kube: Any) -> None:
     """What the load balancers and the partner now hold, read from them directly."""
     for region, listener in listeners.items():
         rules = killswitch_rules(endpoint, region, listener)
@@ -161,6 +169,11 @@ def show_fleet(endpoint: str, listeners: dict[str, str], partner: PartnerSim) ->
         access = partner.access("mythos-5", region)
         audience = f" {access['audience']}" if access["audience"] else ""
         print(f"{DIM}partner acme, mythos-5 in {region}: {access['posture']}{audience}{RESET}")
+    for model in MODELS:
+        print(
+            f"{DIM}cluster k8s-eu, deployment {model}-api: {replicas(kube, model + '-api')} "
+            f"replicas{RESET}"
+        )
 
 
 def main() -> None:
@@ -176,9 +189,10 @@ def main() -> None:
         models={"mythos-5": "acme.mythos-5-v1", "fable-5": "acme.fable-5-v1"},
     ).start()
     partner.behave(slow_ops=1, poll_after=0)  # the partner confirms asynchronously
+    kube, kubeconfig = make_cluster(WORK, MODELS)
     order = "--reason 'Commerce export order' --ticket INC-2041 --yes"
     try:
-        (WORK / "killswitch.yaml").write_text(inventory(server.url, partner.url))
+        (WORK / "killswitch.yaml").write_text(inventory(server.url, partner.url, kubeconfig))
         listeners = {region: make_alb(server.url, region, MODELS) for region in FLEET_REGIONS}
         import boto3
 
@@ -198,7 +212,7 @@ def main() -> None:
         killswitch(f"--actor alice runbook run {lockdown} --var ticket=INC-2041 --yes", expect=0)
         killswitch("status", expect=0)
         show_iam_policy(server.url, "mythos-5")
-        show_fleet(server.url, listeners, partner)
+        show_fleet(server.url, listeners, partner, kube)
 
         say("Running the same revoke again changes nothing (zero writes)")
         killswitch(f"--actor alice revoke --scope outside-us {order}", expect=0)
@@ -221,12 +235,13 @@ def main() -> None:
         killswitch(f"--actor alice approve {op} --yes", expect=5)
         killswitch(f"--actor bob approve {op} --yes", expect=0)
         killswitch("status", expect=0)
-        show_fleet(server.url, listeners, partner)
+        show_fleet(server.url, listeners, partner, kube)
 
         say("The record: every op and the hash-chained audit log")
         killswitch("ops list", expect=0)
         killswitch("audit verify", expect=0)
     finally:
+        kube.stop()
         partner.stop()
         server.stop()
     print(f"\n{BOLD}demo complete in {time.monotonic() - started:.1f}s{RESET}")
