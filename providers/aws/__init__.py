@@ -130,7 +130,9 @@ class AwsProvider:
                 from providers.aws.session import Clients
 
                 self._clients = Clients(
-                    profile=self.config.profile, endpoint_url=self.config.endpoint_url
+                    profile=self.config.profile,
+                    endpoint_url=self.config.endpoint_url,
+                    timeout=self.config.timeout_seconds,
                 )
             return self._clients
 

@@ -108,6 +108,7 @@ class AwsConfig(_Strict):
     iam: IamSpec = Field(default_factory=IamSpec)
     elb: ElbSpec = Field(default_factory=ElbSpec)
     rate_limits: dict[str, RateSpec] = Field(default_factory=dict)
+    timeout_seconds: float = Field(default=15.0, gt=0, le=300)  # connect and read, per try
 
     @field_validator("regions")
     @classmethod

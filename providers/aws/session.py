@@ -17,12 +17,18 @@ from botocore.config import Config
 
 from providers.aws.errors import aws_call
 
-CLIENT_CONFIG = Config(
-    retries={"total_max_attempts": 1, "mode": "standard"},
-    connect_timeout=5,
-    read_timeout=15,
-    max_pool_connections=32,
-)
+
+def client_config(timeout: float) -> Config:
+    """botocore's retries off (the engine's policy is the one budget); every call bounded:
+    a server that hangs costs at most ``timeout`` per try."""
+    return Config(
+        retries={"total_max_attempts": 1, "mode": "standard"},
+        connect_timeout=min(5.0, timeout),
+        read_timeout=timeout,
+        max_pool_connections=32,
+    )
+
+
 OBSERVER = "killswitch-observe"
 
 
@@ -35,9 +41,12 @@ def session_name(actor: str | None, op_id: str | None) -> str:
 
 
 class Clients:
-    def __init__(self, *, profile: str | None, endpoint_url: str | None) -> None:
+    def __init__(
+        self, *, profile: str | None, endpoint_url: str | None, timeout: float = 15.0
+    ) -> None:
         self.profile = profile
         self.endpoint_url = endpoint_url
+        self.config = client_config(timeout)
         self._lock = threading.Lock()
         self._base: boto3.Session | None = None
         self._sessions: dict[tuple[str | None, str], boto3.Session] = {}
@@ -56,7 +65,7 @@ class Clients:
                         service,  # type: ignore[call-overload]
                         region_name=region,
                         endpoint_url=self.endpoint_url,
-                        config=CLIENT_CONFIG,
+                        config=self.config,
                     )
                     self._clients[key] = client
         return client
@@ -72,7 +81,7 @@ class Clients:
             sts = self._base.client(
                 "sts",
                 endpoint_url=self.endpoint_url,
-                config=CLIENT_CONFIG,
+                config=self.config,
                 region_name=self._base.region_name or "us-east-1",
             )
             with aws_call(f"sts:AssumeRole {role_arn}"):

@@ -117,3 +117,34 @@ def test_a_lost_reply_after_the_write_still_verifies(
     assert flag is not None and flag["posture"] == "revoked"
     # The retry read the flag first and saw it was already there: one version only.
     assert flag["_version"] == 1
+
+
+def test_a_hanging_region_fails_on_its_timeout_and_the_rest_is_revoked(
+    faulty_ws: Workspace, proxy: FaultProxy
+) -> None:
+    ws = faulty_ws
+    ws.write_inventory(
+        providers={
+            "aws-prod": {
+                "type": "aws",
+                "regions": US + NON_US,
+                "mechanisms": ["ssm-flag"],
+                "endpoint_url": ws.endpoint,
+                "timeout_seconds": 1,
+            }
+        },
+        policy={"retry": {"attempts": 2, "max_seconds": 5, "base_seconds": 0.05}},
+    )
+    # The server takes every write to ap-southeast-2 and never answers.
+    hang = proxy.add(for_region("ap-southeast-2", "PutParameter"), fault="hold")
+
+    result = ws.run("revoke", "-m", "all", "--reason", "r", "--yes", "-o", "json")
+    hang.gate.set()
+
+    assert result.code == 3
+    failed = {t["id"]: t["error"] for t in result.json()["targets"] if t["result"] == "failed"}
+    assert set(failed) == {f"aws:aws-prod/ap-southeast-2/ssm-flag/{m}" for m in MODELS}
+    assert all("timeout" in error.lower() for error in failed.values())
+    assert all(
+        ws.posture(r, m) == "revoked" for r in US + NON_US if r != "ap-southeast-2" for m in MODELS
+    )
