@@ -20,13 +20,25 @@ class AlreadyApproved(AwaitingApproval):
         )
 
 
+def approvers(store: StateStore, op_id: str) -> list[str]:
+    """The approvals that count: recorded in the approvals table AND in the audit log. A
+    row added to the table by hand, without its audit event, does not count; one added
+    with a forged event breaks the hash chain, which `audit verify` reports."""
+    audited = {
+        e.actor
+        for e in store.audit_events()
+        if e.op_id == op_id and e.kind in ("restore.requested-approval", "restore.approved")
+    }
+    return [actor for actor in store.approvals(op_id) if actor in audited]
+
+
 def check(store: StateStore, op: Operation, actor: str) -> None:
     """Raise unless ``actor`` may approve ``op`` now."""
     if op.status is not OpStatus.AWAITING_APPROVAL:
         raise UsageError(
             f"op {op.id} is {op.status.value}; only a restore awaiting approval takes one"
         )
-    have = store.approvals(op.id)
+    have = approvers(store, op.id)
     if actor in have:
         raise AlreadyApproved(op, actor, have)
 
@@ -34,7 +46,9 @@ def check(store: StateStore, op: Operation, actor: str) -> None:
 def record(store: StateStore, op: Operation, actor: str, *, as_requester: bool) -> list[str]:
     """Record ``actor``'s approval of ``op``; return every approver so far."""
     check(store, op, actor)
-    have = store.add_approval(op.id, actor)
+    recorded = store.add_approval(op.id, actor)
     kind = "restore.requested-approval" if as_requester else "restore.approved"
-    store.append_audit(actor, kind, op.id, {"approvals": have, "required": op.required_approvals})
-    return have
+    store.append_audit(
+        actor, kind, op.id, {"approvals": recorded, "required": op.required_approvals}
+    )
+    return approvers(store, op.id)

@@ -506,7 +506,9 @@ def ops_show(session: Session, /, op_id: str) -> int:
 
         data = render.report_json(report)
         data["operation"] = render.op_json(op)
-        data["approvals"] = switch.store.approvals(op_id)
+        from killswitch.approvals import approvers
+
+        data["approvals"] = approvers(switch.store, op_id)
         render.emit_json(data)
         return int(EXIT_FOR_STATUS.get(report.status, ExitCode.ERROR))
     title = f"{op.action.value} → {op.desired} by {op.actor}: {op.reason}"

@@ -229,7 +229,7 @@ class Switch:
         if op.status is OpStatus.AWAITING_APPROVAL and self._approved(op):
             return self.resume(op.id, confirm=confirm)  # approved, but its apply was cut short
         approvals.check(self.store, op, self.actor)
-        if len(self.store.approvals(op.id)) + 1 >= op.required_approvals:
+        if len(approvals.approvers(self.store, op.id)) + 1 >= op.required_approvals:
             plan = self._remaining_plan(op)
             _refuse_blocked(plan)
             if plan.pending or plan.unreadable:
@@ -289,14 +289,14 @@ class Switch:
         return self.op_report(op.id)
 
     def _approved(self, op: Operation) -> bool:
-        return len(self.store.approvals(op.id)) >= op.required_approvals
+        return len(approvals.approvers(self.store, op.id)) >= op.required_approvals
 
     def _required(self, action: Action) -> int:
         return self.inventory.spec.policy.restore.approvals if action is Action.RESTORE else 0
 
     def _awaiting(self, op: Operation) -> Report:
         report = self.op_report(op.id)
-        have = self.store.approvals(op.id)
+        have = approvals.approvers(self.store, op.id)
         message = (
             f"{len(have)} of {op.required_approvals} approvals ({', '.join(have)}); "
             f"another person runs: killswitch approve {op.id}"

@@ -148,3 +148,17 @@ def test_a_hanging_region_fails_on_its_timeout_and_the_rest_is_revoked(
     assert all(
         ws.posture(r, m) == "revoked" for r in US + NON_US if r != "ap-southeast-2" for m in MODELS
     )
+
+
+def test_connection_resets_are_retried_until_verified(
+    faulty_ws: Workspace, proxy: FaultProxy
+) -> None:
+    ws = faulty_ws
+    resets = proxy.add(for_action("PutParameter"), fault="reset", times=5)
+
+    result = ws.run("revoke", "-m", "all", "--reason", "r", "--yes", "-o", "json")
+
+    assert result.code == 0, result.stdout
+    assert resets.fired == 5
+    assert {t["result"] for t in result.json()["targets"]} == {"verified"}
+    assert all(ws.flag(r, m)["_version"] == 1 for r in US + NON_US for m in MODELS)  # type: ignore[index]

@@ -121,3 +121,20 @@ def test_revoke_never_waits_for_approval(ws: Workspace) -> None:
 
     assert result.code == 0
     assert all(ws.posture(r, m) == "revoked" for r in US + NON_US for m in MODELS)
+
+
+def test_an_approval_written_into_the_state_file_by_hand_does_not_count(ws: Workspace) -> None:
+    import sqlite3
+
+    _revoked_everywhere(ws)
+    op = ws.run("restore", "-m", "all", "--reason", "review", "--yes", "-o", "json").json()["op"]
+    db = sqlite3.connect(ws.state_db)
+    with db:
+        db.execute("INSERT INTO approvals VALUES (?, 'mallory', '2026-11-27T00:00:00.000Z')", (op,))
+    db.close()
+
+    result = ws.run("ops", "resume", op, "--yes")
+
+    assert result.code == 5
+    assert ws.run("ops", "show", op, "-o", "json").json()["approvals"] == ["alice"]
+    assert all(ws.posture(r, m) == "revoked" for r in US + NON_US for m in MODELS)
