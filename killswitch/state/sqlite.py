@@ -333,11 +333,12 @@ class SqliteStore:
                 ],
             )
             db.execute("UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1", dump.audit_head)
-            # Tokens only ever grow: the copy continues above every token either side gave out.
+            # Tokens only grow, and no lease of the source (not even the one held while it
+            # was copied) may write here: the copy continues above every token given out.
             db.execute(
                 "INSERT INTO lock (name, token, held) VALUES (?, ?, 0)"
                 " ON CONFLICT (name) DO UPDATE SET token = MAX(token, excluded.token)",
-                (LOCK_NAME, dump.lock_token),
+                (LOCK_NAME, dump.lock_token + 1),
             )
 
     def close(self) -> None:
