@@ -409,3 +409,48 @@ def test_state_moves_from_sqlite_to_dynamodb_and_back_with_its_chain_and_approva
     op = asked.json()["op"]
     assert local.approvals(op) == shared.approvals(op) == ["alice", "bob"]
     assert os.path.exists(ws.path / "back.db")
+
+
+# -- the audit log resists editing on DynamoDB too ------------------------------------------
+
+
+def _client(url: str) -> tuple[Any, str]:
+    parsed = parse_dynamodb_url(url)
+    return (
+        boto3.client("dynamodb", region_name=parsed.region, endpoint_url=parsed.endpoint_url),
+        parsed.table,
+    )
+
+
+def _event_key(seq: int) -> dict[str, Any]:
+    return {"pk": {"S": "AUDIT"}, "sk": {"S": f"EVENT#{seq:012d}"}}
+
+
+@pytest.mark.parametrize("tamper", ["edit", "delete", "reorder", "truncate"])
+def test_tampering_with_audit_items_is_detected(shared: Workspace, table: str, tamper: str) -> None:
+    shared.run("revoke", "-m", "all", "-r", "eu-*", "--reason", "export order", "--yes")
+    assert shared.run("audit", "verify").code == 0
+    client, name = _client(table)
+    events = sorted(items(table, "AUDIT"), key=lambda i: i["sk"]["S"])
+    events = [e for e in events if e["sk"]["S"].startswith("EVENT#")]
+    assert len(events) >= 3
+    if tamper == "edit":
+        first = dict(events[0])
+        first["actor"] = {"S": "someone-else"}
+        client.put_item(TableName=name, Item=first)
+    elif tamper == "delete":
+        client.delete_item(TableName=name, Key=_event_key(2))
+    elif tamper == "reorder":
+        one, two = dict(events[0]), dict(events[1])
+        one["sk"], two["sk"] = two["sk"], one["sk"]
+        client.put_item(TableName=name, Item=one)
+        client.put_item(TableName=name, Item=two)
+    else:
+        client.delete_item(
+            TableName=name, Key=events[-1]["sk"] and {"pk": {"S": "AUDIT"}, "sk": events[-1]["sk"]}
+        )
+
+    result = shared.run("audit", "verify", "-o", "json")
+
+    assert result.code == 3, tamper
+    assert result.json()["intact"] is False
