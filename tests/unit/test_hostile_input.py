@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 from pathlib import Path
 
 import yaml
@@ -60,7 +61,9 @@ NASTY = st.one_of(
     st.text(min_size=0, max_size=20),
 )
 SETTINGS = settings(
-    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=int(os.environ.get("KILLSWITCH_EXAMPLES", "150")),  # `make soak` tries more
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 
 
