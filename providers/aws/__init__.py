@@ -8,7 +8,6 @@ validated or ``--help`` is shown.
 from __future__ import annotations
 
 import builtins
-import importlib
 import threading
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
@@ -19,6 +18,7 @@ from killswitch.contract import ApplyContext, Mechanism, Problem
 from killswitch.domain import Observed, Target
 from killswitch.errors import RetryableError
 from providers.aws.config import SERVICES, AwsConfig, check, known_regions
+from providers.base import Levers
 
 if TYPE_CHECKING:
     from providers.aws.ratelimit import Kind, RateLimits
@@ -49,10 +49,10 @@ class AwsProvider:
         self.name = name
         self.config: AwsConfig = config
         self.models = models
-        self._mechanisms: dict[str, Mechanism] = {}
+        self._levers = Levers(self, MECHANISMS)
         self._clients: Clients | None = None
         self._limits: RateLimits | None = None
-        self._lock = threading.RLock()  # fan-out threads build levers and clients on first use
+        self._lock = threading.RLock()  # fan-out threads build clients on first use
 
     # -- what it controls --------------------------------------------------------
     def regions(self) -> list[str]:
@@ -75,11 +75,7 @@ class AwsProvider:
         ]
 
     def mechanism(self, name: str) -> Mechanism:
-        with self._lock:
-            if name not in self._mechanisms:
-                module, _, attr = MECHANISMS[name].partition(":")
-                self._mechanisms[name] = getattr(importlib.import_module(module), attr)(self)
-            return self._mechanisms[name]
+        return self._levers.get(name)
 
     def discover(self) -> list[tuple[Target, Observed]]:
         """Flags of the inventory's models in regions this entry does not list (a region

@@ -7,7 +7,6 @@ made only when the posture differs, because every overwrite adds a version.
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -16,43 +15,10 @@ from botocore.exceptions import ClientError
 from killswitch.contract import ApplyContext, Permission
 from killswitch.domain import OPEN, Access, Observed, Posture, Target
 from killswitch.errors import PermanentError, ProviderError
+from providers.flag import CorruptFlag, flag_document, parse_flag
 
 if TYPE_CHECKING:
     from providers.aws import AwsProvider
-
-FLAG_SCHEMA = "killswitch.flag/v1"
-
-
-class CorruptFlag(PermanentError):
-    """The parameter exists but does not hold a flag document we can read."""
-
-
-def flag_document(model: str, desired: Access, ctx: ApplyContext) -> str:
-    """The JSON a gateway reads; keys are stable (see docs/flag-format.md)."""
-    return json.dumps(
-        {
-            "schema": FLAG_SCHEMA,
-            "model": model,
-            "posture": desired.posture.value,
-            "audience": list(desired.audience),
-            "op": ctx.op_id,
-            "actor": ctx.actor,
-            "reason": ctx.reason,
-            "ticket": ctx.ticket,
-            "updated_at": ctx.at,
-        },
-        sort_keys=True,
-    )
-
-
-def parse_flag(name: str, value: str) -> Access:
-    try:
-        document = json.loads(value)
-        if not isinstance(document, dict):
-            raise TypeError("the value is JSON but not an object")
-        return Access.from_json(document)
-    except (ValueError, KeyError, TypeError) as exc:
-        raise CorruptFlag(f"{name}: not a killswitch flag document ({exc})") from None
 
 
 class SsmFlag:

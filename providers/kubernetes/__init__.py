@@ -9,7 +9,6 @@ the cluster, never to validate the inventory or show ``--help``.
 from __future__ import annotations
 
 import builtins
-import importlib
 import threading
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -18,6 +17,7 @@ from pydantic import BaseModel
 
 from killswitch.contract import Mechanism, Problem
 from killswitch.domain import Target
+from providers.base import Levers
 from providers.kubernetes.config import KubernetesConfig, check, selector_for
 from providers.kubernetes.labels import LabelSelector
 
@@ -45,9 +45,9 @@ class KubernetesProvider:
         self.name = name
         self.config: KubernetesConfig = config
         self.models = models
-        self._mechanisms: dict[str, Mechanism] = {}
+        self._levers = Levers(self, MECHANISMS)
         self._apis: Apis | None = None
-        self._lock = threading.RLock()  # fan-out threads build levers and the client on first use
+        self._lock = threading.RLock()  # fan-out threads build the client on first use
 
     # -- what it controls --------------------------------------------------------
     @property
@@ -68,11 +68,7 @@ class KubernetesProvider:
         ]
 
     def mechanism(self, name: str) -> Mechanism:
-        with self._lock:
-            if name not in self._mechanisms:
-                module, _, attr = MECHANISMS[name].partition(":")
-                self._mechanisms[name] = getattr(importlib.import_module(module), attr)(self)
-            return self._mechanisms[name]
+        return self._levers.get(name)
 
     def selector(self, model: str) -> LabelSelector:
         return selector_for(self.models, model)

@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, ClassVar
 
 from killswitch.contract import ApplyContext, Permission
 from killswitch.domain import OPEN, Access, Observed, Posture, Target
+from providers.flag import CorruptFlag, flag_document, parse_flag
 from providers.kubernetes.client import NotFound, Obj, guarded
-from providers.kubernetes.flag import CorruptFlag, flag_document, parse_flag
 from providers.kubernetes.namespaces import combine
 
 if TYPE_CHECKING:

@@ -9,10 +9,8 @@ inventory itself, and never reaches a log, an error or the audit.
 from __future__ import annotations
 
 import builtins
-import importlib
 import os
 import re
-import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
@@ -22,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from killswitch.contract import Mechanism, Problem
 from killswitch.domain import Target, is_valid_name
 from killswitch.errors import PermanentError
+from providers.base import Levers
 
 MECHANISMS: dict[str, str] = {"access-api": "providers.partner.access_api:AccessApi"}
 PARTNER_ID = re.compile(r"^[A-Za-z0-9._:-]{1,200}$")
@@ -107,8 +106,7 @@ class PartnerProvider:
     def __init__(self, name: str, config: Any, models: Mapping[str, Mapping[str, Any]]) -> None:
         self.name = name
         self.config: PartnerConfig = config
-        self._mechanisms: dict[str, Mechanism] = {}
-        self._lock = threading.Lock()
+        self._levers = Levers(self, MECHANISMS)
 
     def targets(self) -> list[Target]:
         return [
@@ -119,11 +117,7 @@ class PartnerProvider:
         ]
 
     def mechanism(self, name: str) -> Mechanism:
-        with self._lock:
-            if name not in self._mechanisms:
-                module, _, attr = MECHANISMS[name].partition(":")
-                self._mechanisms[name] = getattr(importlib.import_module(module), attr)(self)
-            return self._mechanisms[name]
+        return self._levers.get(name)
 
     def secret(self) -> bytes:
         """The shared secret, read when first needed; errors never include it."""

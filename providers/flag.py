@@ -1,9 +1,6 @@
-"""The posture document gateways read: the same JSON, byte for byte, as the AWS
-``ssm-flag`` lever writes (docs/flag-format.md), so every gateway parses one format.
-
-Kept here rather than imported from ``providers.aws.ssm_flag`` so that the Kubernetes
-provider never imports boto3; a test pins the two writers to identical output.
-"""
+"""The posture document gateways read (docs/flag-format.md): one public format, written
+by every flag lever (the AWS SSM parameter, the Kubernetes ConfigMap). No SDK here, so
+each provider imports it without pulling in another's."""
 
 from __future__ import annotations
 
@@ -41,6 +38,8 @@ def flag_document(model: str, desired: Access, ctx: ApplyContext) -> str:
 def parse_flag(where: str, value: str) -> Access:
     try:
         document = json.loads(value)
+        if not isinstance(document, dict):
+            raise TypeError("the value is JSON but not an object")
         return Access.from_json(document)
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+    except (ValueError, KeyError, TypeError) as exc:
         raise CorruptFlag(f"{where}: not a killswitch flag document ({exc})") from None
