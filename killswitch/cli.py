@@ -444,7 +444,7 @@ def drift(
     switch = _switch(session, actor=DRIFT_ACTOR if fix or fix_open else None)
     found = switch.drift(selector)
     healed: list[Report] = []
-    if (fix or fix_open) and found.status == "drift":
+    if (fix or fix_open) and found.status in ("drift", "unreadable"):
         reason = f"drift-check run by {session.who()}: back to the ledger's posture"
         healed = switch.heal(found, fix_open=fix_open, reason=reason)
     url = notify_url or _inventory_webhook(switch.inventory, "drift")

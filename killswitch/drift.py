@@ -80,7 +80,8 @@ def status(rows: Sequence[TargetReport]) -> str:
 
 @dataclass(frozen=True)
 class Healing:
-    """What ``drift --fix`` would do: close again (grouped by posture) and re-open."""
+    """What ``drift --fix`` would do: close again (grouped by posture), including targets
+    that cannot be read but should be closed, and re-open (only with --fix-open)."""
 
     close: dict[Access, list[str]]
     reopen: list[str]
@@ -90,7 +91,14 @@ def healing(rows: Sequence[TargetReport]) -> Healing:
     close: dict[Access, list[str]] = {}
     reopen: list[str] = []
     for row in rows:
-        if row.result != "drift" or row.desired is None or row.observed is None:
+        if row.desired is None:
+            continue
+        if row.result == "unreadable" and row.desired.posture is not Posture.OPEN:
+            # We cannot tell how open it is (a provider error, namespaces that disagree):
+            # applying the ledger's closed posture again is safe whatever it is now.
+            close.setdefault(row.desired, []).append(row.target.id)
+            continue
+        if row.result != "drift" or row.observed is None:
             continue
         if more_open(row.observed, row.desired):
             close.setdefault(row.desired, []).append(row.target.id)

@@ -515,3 +515,26 @@ def test_rbac_is_valid_yaml_naming_a_role_per_namespace(fleet: Fleet) -> None:
         for name in rule.get("resourceNames", [])
     }
     assert policy_names == {"killswitch-mythos-5", "killswitch-fable-5"}
+
+
+def test_a_network_policy_deleted_by_hand_is_found_and_healed(fleet: Fleet) -> None:
+    from kubernetes import client
+
+    assert fleet.run("revoke", "-m", "mythos-5", "--reason", "order", "--yes").code == 0
+    # Someone deletes the deny policy in the EU cluster, bypassing killswitch.
+    client.NetworkingV1Api(fleet.eu.api).delete_namespaced_network_policy(
+        "killswitch-mythos-5", fleet.eu.ns["serving"]
+    )
+
+    found = fleet.run("drift", "-m", "mythos-5", "-o", "json")
+    healed = fleet.run("drift", "-m", "mythos-5", "--fix", "-o", "json")
+
+    # Its namespaces now disagree (batch still denies, serving is open): no one posture.
+    assert found.code == 3, found.stdout
+    [row] = [t for t in found.json()["targets"] if t["result"] != "in-sync"]
+    assert row["id"] == "kubernetes:k8s-eu/eu-west-1/network-policy/mythos-5"
+    assert "namespaces disagree" in row["error"] and "serving: open" in row["error"]
+    # The ledger says revoked: closing it again is safe whatever it is now.
+    assert healed.code == 0, healed.stdout
+    assert fleet.eu.policy("serving", "mythos-5") is not None
+    assert fleet.run("drift", "-m", "mythos-5").code == 0
