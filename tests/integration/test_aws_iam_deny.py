@@ -81,25 +81,7 @@ def bedrock(ws: Workspace) -> Workspace:
             '"Action":"s3:GetObject","Resource":"*"}]}',
         )["Policy"]["Arn"]
         iam.attach_role_policy(RoleName="model-callers", PolicyArn=other)
-    ws.write_inventory(
-        models={m: {"aws": {"bedrock_ids": ids}} for m, ids in IDS.items()},
-        providers={
-            "bedrock-org": {
-                "type": "aws",
-                "regions": REGIONS,
-                "mechanisms": ["iam-deny"],
-                "endpoint_url": ws.endpoint,
-                "role_arn": "arn:aws:iam::{account}:role/killswitch-operator",
-                "accounts": [{"id": a} for a in ACCOUNTS],
-                "iam": {"roles": ["model-callers"], "groups": ["analysts"]},
-            }
-        },
-        scopes={},
-        policy={
-            "restore": {"approvals": 1},
-            "retry": {"attempts": 6, "max_seconds": 20, "base_seconds": 0.05},
-        },
-    )
+    _write_inventory(ws, groups=["analysts"], policy={"restore": {"approvals": 1}})
     return ws
 
 
@@ -305,6 +287,11 @@ def _bedrock_inventory(ws: Workspace) -> None:
     for account in ACCOUNTS:
         iam = iam_in(ws, account)
         iam.create_role(RoleName="model-callers", AssumeRolePolicyDocument="{}")
+    _write_inventory(ws, groups=[], policy={})
+
+
+def _write_inventory(ws: Workspace, *, groups: list[str], policy: dict[str, Any]) -> None:
+    """Both accounts through the operator role; the deny policy on model-callers (+ groups)."""
     ws.write_inventory(
         models={m: {"aws": {"bedrock_ids": ids}} for m, ids in IDS.items()},
         providers={
@@ -315,11 +302,11 @@ def _bedrock_inventory(ws: Workspace) -> None:
                 "endpoint_url": ws.endpoint,
                 "role_arn": "arn:aws:iam::{account}:role/killswitch-operator",
                 "accounts": [{"id": a} for a in ACCOUNTS],
-                "iam": {"roles": ["model-callers"]},
+                "iam": {"roles": ["model-callers"], "groups": groups},
             }
         },
         scopes={},
-        policy={"retry": {"attempts": 8, "max_seconds": 30, "base_seconds": 0.05}},
+        policy={"retry": {"attempts": 8, "max_seconds": 30, "base_seconds": 0.05}, **policy},
     )
 
 
