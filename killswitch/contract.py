@@ -27,6 +27,10 @@ class ApplyContext:
     reason: str
     ticket: str | None
     at: str
+    # What the plan read at this target moments ago; set on a call's first try only (a
+    # retry gets None: the first try may have landed). A lever may use it instead of
+    # reading again before its write. None: read.
+    observed: Access | None = None
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from itertools import groupby
 
 import structlog
@@ -181,7 +182,7 @@ class Executor:
                 if len(targets) > 1 and isinstance(mechanism, Grouped):
                     self.fleet.call(lambda: mechanism.apply_group(targets, op.desired, ctx))
                 else:
-                    self.fleet.call(lambda: mechanism.apply(targets[0], op.desired, ctx))
+                    self.fleet.call(_first_try_knows(mechanism, unit[0], op.desired, ctx))
             except LeaseLost:
                 raise
             except KillswitchError as exc:
@@ -243,3 +244,18 @@ class Executor:
         self.store.record_step(step, beat.lease)
         self.on_step(target, step)
         return step
+
+
+def _first_try_knows(
+    mechanism: Mechanism, change: Change, desired: Access, ctx: ApplyContext
+) -> Callable[[], None]:
+    """``apply`` told what the plan read, on its first try; a retry reads afresh."""
+    tries = 0
+
+    def apply() -> None:
+        nonlocal tries
+        tries += 1
+        known = change.observed if tries == 1 else None
+        mechanism.apply(change.target, desired, replace(ctx, observed=known))
+
+    return apply

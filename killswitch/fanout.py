@@ -18,8 +18,13 @@ def fan_out(
     key: Callable[[Item], Hashable],
     total: int,
     per_key: int,
+    spread: Callable[[Item], Hashable] | None = None,
 ) -> Iterator[tuple[Item, Result | BaseException]]:
     """Run ``work`` on every item; yield (item, result or exception) as each finishes.
+
+    Items start in turn across the ``spread`` groups (default: ``key``). Sorted input
+    would otherwise hand every worker the same region's items, to wait there on that
+    region's cap or rate limit while the other regions sit idle.
 
     ``total == 1`` runs serially in this thread, in order: the debugging mode.
     """
@@ -39,7 +44,20 @@ def fan_out(
             return work(item)
 
     with ThreadPoolExecutor(max_workers=min(total, max(1, len(items)))) as pool:
-        futures: dict[Future[Result], Item] = {pool.submit(gated, i): i for i in items}
+        futures: dict[Future[Result], Item] = {
+            pool.submit(gated, i): i for i in _in_turn(items, spread or key)
+        }
         for future in as_completed(futures):
             error = future.exception()
             yield futures[future], (error if error is not None else future.result())
+
+
+def _in_turn(items: Sequence[Item], group: Callable[[Item], Hashable]) -> list[Item]:
+    """The first item of every group, then the second of every group, and so on."""
+    groups: dict[Hashable, list[Item]] = {}
+    for item in items:
+        groups.setdefault(group(item), []).append(item)
+    ordered: list[Item] = []
+    for i in range(max((len(g) for g in groups.values()), default=0)):
+        ordered += [g[i] for g in groups.values() if i < len(g)]
+    return ordered

@@ -54,6 +54,8 @@ class Fleet:
                 key=lambda i: (where(i).provider, where(i).region),
                 total=self.total,
                 per_key=self.per_region,
+                # Rate limits are per account and region: start work across all of them.
+                spread=lambda i: (where(i).provider, where(i).account, where(i).region),
             )
         )
 

@@ -41,54 +41,70 @@ def session_name(actor: str | None, op_id: str | None) -> str:
 
 
 class Clients:
+    """Clients per (role, session name, service, region), all made from one boto3 session.
+
+    One session: botocore parses its endpoint and service models once, not once per
+    account and session name. AssumeRole is a network call; it runs under a lock of its
+    own (role, name), so threads working for other accounts never wait on it.
+    """
+
     def __init__(
         self, *, profile: str | None, endpoint_url: str | None, timeout: float = 15.0
     ) -> None:
         self.profile = profile
         self.endpoint_url = endpoint_url
         self.config = client_config(timeout)
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the boto3 session (not thread-safe) and the maps
         self._base: boto3.Session | None = None
-        self._sessions: dict[tuple[str | None, str], boto3.Session] = {}
+        self._assuming: dict[tuple[str, str], threading.Lock] = {}
+        self._credentials: dict[tuple[str, str], dict[str, str]] = {}
         self._clients: dict[tuple[str | None, str, str, str], Any] = {}
 
     def client(self, service: str, region: str, role_arn: str | None, name: str) -> Any:
         """A client for ``service`` in ``region``, as ``role_arn`` (or the base identity)."""
         key = (role_arn, name if role_arn else "", service, region)
         client = self._clients.get(key)
-        if client is None:
-            with self._lock:
-                client = self._clients.get(key)
-                if client is None:
-                    session = self._session_locked(role_arn, name)
-                    client = session.client(
-                        service,  # type: ignore[call-overload]
-                        region_name=region,
-                        endpoint_url=self.endpoint_url,
-                        config=self.config,
-                    )
-                    self._clients[key] = client
+        if client is not None:
+            return client
+        credentials = self._assumed(role_arn, name) if role_arn else {}
+        with self._lock:
+            client = self._clients.get(key)
+            if client is None:
+                client = self._session_locked().client(
+                    service,  # type: ignore[call-overload]
+                    region_name=region,
+                    endpoint_url=self.endpoint_url,
+                    config=self.config,
+                    **credentials,
+                )
+                self._clients[key] = client
         return client
 
-    def _session_locked(self, role_arn: str | None, name: str) -> boto3.Session:
+    def _session_locked(self) -> boto3.Session:
         if self._base is None:
             with aws_call(f"AWS profile {self.profile or '(default chain)'}"):
                 self._base = boto3.Session(profile_name=self.profile)
-        if role_arn is None:
-            return self._base
+        return self._base
+
+    def _assumed(self, role_arn: str, name: str) -> dict[str, str]:
+        """Credentials for ``role_arn`` as session ``name``: one AssumeRole per pair."""
         key = (role_arn, name)
-        if key not in self._sessions:
-            sts = self._base.client(
-                "sts",
-                endpoint_url=self.endpoint_url,
-                config=self.config,
-                region_name=self._base.region_name or "us-east-1",
-            )
-            with aws_call(f"sts:AssumeRole {role_arn}"):
-                creds = sts.assume_role(RoleArn=role_arn, RoleSessionName=name)["Credentials"]
-            self._sessions[key] = boto3.Session(
-                aws_access_key_id=creds["AccessKeyId"],
-                aws_secret_access_key=creds["SecretAccessKey"],
-                aws_session_token=creds["SessionToken"],
-            )
-        return self._sessions[key]
+        found = self._credentials.get(key)
+        if found is not None:
+            return found
+        with self._lock:
+            gate = self._assuming.setdefault(key, threading.Lock())
+            region = self._session_locked().region_name or "us-east-1"
+        with gate:
+            found = self._credentials.get(key)
+            if found is None:
+                sts = self.client("sts", region, None, "")
+                with aws_call(f"sts:AssumeRole {role_arn}"):
+                    creds = sts.assume_role(RoleArn=role_arn, RoleSessionName=name)["Credentials"]
+                found = {
+                    "aws_access_key_id": creds["AccessKeyId"],
+                    "aws_secret_access_key": creds["SecretAccessKey"],
+                    "aws_session_token": creds["SessionToken"],
+                }
+                self._credentials[key] = found
+        return found
