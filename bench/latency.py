@@ -21,24 +21,18 @@ import http.client
 import json
 import random
 import re
-import socket
 import sys
 import threading
 import time
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import urlsplit
+
+from bench.httpserve import serve
 
 QUERY_ACTION = re.compile(rb"(?:^|&)Action=([A-Za-z]+)")
 CONTROL = "/__bench__/"
 HOP_BY_HOP = ("transfer-encoding", "connection", "content-length", "keep-alive")
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    # listen() backlog: the default 5 drops the SYNs of a burst of new connections, and
-    # each dropped one costs the client a 1 s retransmit.
-    request_queue_size = 1024
 
 
 class LatencyProxy:
@@ -53,26 +47,8 @@ class LatencyProxy:
         self.calls: Counter[str] = Counter()
         self._lock = threading.Lock()
         self._local = threading.local()
-        proxy = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-            def setup(self) -> None:
-                super().setup()
-                # Without it, Nagle's algorithm and the client's delayed ACK add ~40 ms
-                # to replies written in more than one segment.
-                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-            def do_POST(self) -> None:
-                proxy.serve(self)
-
-            do_GET = do_PUT = do_DELETE = do_HEAD = do_POST  # noqa: N815
-
-        self.server = _Server(("127.0.0.1", port), Handler)
+        self.server = serve(port, self.serve)
 
     @property
     def url(self) -> str:

@@ -26,12 +26,13 @@ from __future__ import annotations
 import json
 import re
 import secrets
-import socket
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs
+
+from bench.httpserve import serve
 
 SCOPE = re.compile(r"Credential=([^/]+)/\d{8}/([a-z0-9-]+)/([a-z0-9-]+)/")
 DEFAULT_ACCOUNT = "123456789012"
@@ -69,32 +70,11 @@ class Parameters:
         return sorted(found)
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 1024
-
-
 class LeanServer:
     def __init__(self, port: int = 0) -> None:
         self.parameters = Parameters()
-        lean = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-            def setup(self) -> None:
-                super().setup()
-                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-            def do_POST(self) -> None:
-                lean.serve(self)
-
-            do_GET = do_POST  # noqa: N815
-
-        self.server = _Server(("127.0.0.1", port), Handler)
+        self.server = serve(port, self.serve)
 
     @property
     def url(self) -> str:
