@@ -35,6 +35,8 @@ EXIT_FOR_STATUS = {
     "running": ExitCode.PARTIAL,
     "unreadable": ExitCode.PARTIAL,
     "awaiting-approval": ExitCode.AWAITING_APPROVAL,
+    "superseded": ExitCode.SUPERSEDED,
+    "refused": ExitCode.PARTIAL,
 }
 
 
@@ -46,6 +48,7 @@ class Session:
     actor: str | None
     concurrency: int | None
     output: str = "table"
+    lock_wait: float | None = None  # --lock-timeout; None: policy.lock.wait_seconds
 
     def load(self) -> Any:
         from killswitch import inventory
@@ -96,6 +99,26 @@ def session_options(fn: F) -> F:
         help="table (default) or json on stdout.",
     )(fn)
     return fn
+
+
+def lock_options(fn: F) -> F:
+    """--lock-timeout, for commands that take the apply lock."""
+
+    def callback(ctx: click.Context, _param: click.Parameter, value: float | None) -> None:
+        session = ctx.find_object(Session)
+        if value is not None and session is not None:
+            session.lock_wait = value
+
+    return click.option(
+        "--lock-timeout",
+        type=click.FloatRange(0, 3600),
+        metavar="SECONDS",
+        expose_value=False,
+        callback=callback,
+        help="How long revoke/restrict wait for another revoke or restrict holding the "
+        "lock (default: policy.lock.wait_seconds, 30). A restore holding it is fenced "
+        "out at once.",
+    )(fn)
 
 
 def selector_options(fn: F) -> F:
@@ -222,8 +245,32 @@ def _switch(
     if progress and session.output == "table" and sys.stderr.isatty():
         on_step = lambda target, step: render.step_line(target, step, sys.stderr)  # noqa: E731
     return Switch(
-        inventory, store, actor or session.who(), concurrency=session.concurrency, on_step=on_step
+        inventory,
+        store,
+        actor or session.who(),
+        concurrency=session.concurrency,
+        on_step=on_step,
+        lock_wait=session.lock_wait,
+        on_wait=_lock_waiting(),
     )
+
+
+def _lock_waiting() -> Callable[[Any, float], None]:
+    """Progress while a revoke waits for another tightening op's lock: once a second."""
+    shown: list[int] = []
+
+    def on_wait(holder: Any, waited: float) -> None:
+        second = int(waited)
+        if shown and shown[-1] == second:
+            return
+        shown.append(second)
+        click.echo(
+            f"waiting for the lock: {holder.owner} holds it for op {holder.op_id or '?'} "
+            f"({holder.doing}); {second}s",
+            err=True,
+        )
+
+    return on_wait
 
 
 def _confirmer(yes: bool) -> Callable[[Plan], None]:
@@ -265,7 +312,7 @@ def _finish(session: Session, report: Report, title: str) -> int:
     "-a",
     multiple=True,
     metavar="NAME",
-    help="With restrict: who keeps access (repeatable).",
+    help="With restrict: who keeps access; with restore: who gets access back (repeatable).",
 )
 @session_options
 @click.pass_obj
@@ -281,7 +328,15 @@ def _finish_plan(session: Session, result: Plan, title: str) -> int:
     from killswitch.engine import plan_rows, plan_status
 
     report = Report(None, plan_status(result), plan_rows(result))
-    if report.status == "blocked":
+    if result.blocked and result.action.tightens:
+        report = Report(
+            None,
+            report.status,
+            report.rows,
+            f"{len(result.blocked)} target(s) cannot take this posture (unsupported rows): "
+            f"{result.action.value} closes the rest and reports those refused (exit 3)",
+        )
+    elif report.status == "blocked":
         report = Report(
             None,
             "blocked",
@@ -338,6 +393,7 @@ def _change_options(fn: F) -> F:
             help="Same key → same op: a retried call resumes or reports it.",
         ),
         session_options,
+        lock_options,
         click.pass_obj,
     ]
     for decorator in reversed(decorators):
@@ -366,15 +422,25 @@ restrict = cli.command(
 
 restore = cli.command(
     "restore",
-    help="Open access again. Needs policy.restore.approvals distinct people; "
-    "exits 5 with the op id until `approve` completes it.",
-)(_change_options(_change_command(Action.RESTORE)))
+    help="Open access again (or, with --audience, loosen a revoked target to that "
+    "audience). Needs policy.restore.approvals distinct people; exits 5 with the op id "
+    "until `approve` completes it.",
+)(
+    click.option(
+        "--audience",
+        "-a",
+        multiple=True,
+        metavar="NAME",
+        help="Re-open only to these audiences (restricted), not to everyone.",
+    )(_change_options(_change_command(Action.RESTORE)))
+)
 
 
 @cli.command()
 @click.argument("op_id")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask before applying.")
 @session_options
+@lock_options
 @click.pass_obj
 def approve(session: Session, /, op_id: str, yes: bool) -> int:
     """Approve a restore; once enough people approved, it applies."""
@@ -421,6 +487,7 @@ DRIFT_ACTOR = "drift-check"
     help="Post a Slack-compatible message on drift (default: the inventory's notify).",
 )
 @session_options
+@lock_options
 @click.pass_obj
 def drift(
     session: Session,
@@ -522,7 +589,7 @@ def ops_show(session: Session, /, op_id: str) -> int:
         data["operation"] = render.op_json(op)
         from killswitch.approvals import approvers
 
-        data["approvals"] = approvers(switch.store, op_id)
+        data["approvals"] = approvers(switch.store, op)
         render.emit_json(data)
         return int(EXIT_FOR_STATUS.get(report.status, ExitCode.ERROR))
     title = f"{op.action.value} → {op.desired} by {op.actor}: {op.reason}"
@@ -533,6 +600,7 @@ def ops_show(session: Session, /, op_id: str) -> int:
 @click.argument("op_id")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask before applying.")
 @session_options
+@lock_options
 @click.pass_obj
 def ops_resume(session: Session, /, op_id: str, yes: bool) -> int:
     """Finish a partial or interrupted op (idempotent)."""
@@ -883,6 +951,7 @@ def _finish_run(session: Session, result: Any) -> int:
 @click.option("--dry-run", is_flag=True, help="Plan every step; change nothing.")
 @click.option("--yes", "-y", is_flag=True, help="Skip confirm steps and prompts.")
 @session_options
+@lock_options
 @click.pass_obj
 def runbook_run(
     session: Session, /, file: Path, variables: tuple[str, ...], dry_run: bool, yes: bool
@@ -909,6 +978,7 @@ def runbook_run(
 @click.argument("run_id")
 @click.option("--yes", "-y", is_flag=True, help="Skip confirm steps and prompts.")
 @session_options
+@lock_options
 @click.pass_obj
 def runbook_resume(session: Session, /, run_id: str, yes: bool) -> int:
     """Continue a run from the step that stopped it (the same runbook file, unchanged)."""

@@ -9,8 +9,8 @@ observing again after ``apply``.
 from __future__ import annotations
 
 import builtins
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from pydantic import BaseModel
@@ -31,6 +31,9 @@ class ApplyContext:
     # retry gets None: the first try may have landed). A lever may use it instead of
     # reading again before its write. None: read.
     observed: Access | None = None
+    # Called by a lever immediately before each provider write: raises LeaseLost once
+    # another op has taken the apply lock over, so a fenced holder writes nothing more.
+    fence: Callable[[], None] = field(default=lambda: None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -102,6 +105,15 @@ class Discovery(Protocol):
     a region the inventory does not list). ``drift`` reports these as unmanaged."""
 
     def discover(self) -> Sequence[tuple[Target, Observed]]: ...
+
+
+@runtime_checkable
+class CallBound(Protocol):
+    """Optional: a provider that bounds each call's wall time. After taking the lock over
+    from a loosening op, a revoke waits this long for that op's writes in flight to land
+    (or die) before its final read-back."""
+
+    def call_bound_seconds(self) -> float: ...
 
 
 @runtime_checkable

@@ -43,6 +43,11 @@ class Action(StrEnum):
     RESTORE = "restore"
 
     @property
+    def tightens(self) -> bool:
+        """Revoke and restrict only ever close; restore is the one way to open."""
+        return self is not Action.RESTORE
+
+    @property
     def posture(self) -> Posture:
         return {
             Action.REVOKE: Posture.REVOKED,
@@ -78,8 +83,41 @@ class Access:
             return f"restricted({','.join(self.audience)})"
         return self.posture.value
 
+    # -- the one order of postures: revoked, restricted(A), restricted(A+B), open --
+    def at_least_as_tight_as(self, other: Access) -> bool:
+        """Whether everyone ``self`` lets in, ``other`` lets in too."""
+        if self.posture is Posture.REVOKED or other.posture is Posture.OPEN:
+            return True
+        if other.posture is Posture.REVOKED or self.posture is Posture.OPEN:
+            return False
+        return set(self.audience) <= set(other.audience)
+
+    def looser_than(self, other: Access) -> bool:
+        """Whether ``self`` lets in someone ``other`` keeps out."""
+        return not self.at_least_as_tight_as(other)
+
+    def meet(self, other: Access) -> Access:
+        """The loosest posture at least as tight as both: only who both let in gets in."""
+        if self.at_least_as_tight_as(other):
+            return self
+        if other.at_least_as_tight_as(self):
+            return other
+        common = set(self.audience) & set(other.audience)  # two restricted, neither inside
+        return Access(Posture.RESTRICTED, tuple(common)) if common else Access(Posture.REVOKED)
+
 
 OPEN = Access(Posture.OPEN)
+REVOKED = Access(Posture.REVOKED)
+
+
+def tightened(requested: Access, *already: Access | None) -> Access:
+    """What a tightening op sets: ``requested``, kept at least as tight as every posture
+    in ``already`` (what the target holds now, what the ledger says it should hold)."""
+    result = requested
+    for other in already:
+        if other is not None:
+            result = result.meet(other)
+    return result
 
 
 @dataclass(frozen=True)
@@ -107,9 +145,22 @@ class Observed:
     detail: str = ""
 
 
+class Intent(StrEnum):
+    """What the holder of the apply lock is doing; decides who may take the lock over."""
+
+    TIGHTEN = "tighten"  # revoke, restrict, a drift heal: never kept waiting by a loosening
+    LOOSEN = "loosen"  # restore: fenced at once by any tightening op
+    OTHER = "other"  # state migrate, state sync
+
+    @classmethod
+    def of(cls, action: Action) -> Intent:
+        return cls.TIGHTEN if action.tightens else cls.LOOSEN
+
+
 class ChangeKind(StrEnum):
     CHANGE = "change"  # observed differs from desired: apply will write
     NONE = "no-change"  # already there: apply makes no write
+    KEPT = "kept"  # already tighter than asked: a tightening op keeps it as it is
     UNSUPPORTED = "unsupported"  # the mechanism cannot express the desired posture
     UNREADABLE = "unreadable"  # observe failed; we do not know
 
@@ -136,6 +187,10 @@ class Plan:
         return tuple(c for c in self.changes if c.kind is ChangeKind.CHANGE)
 
     @property
+    def kept(self) -> tuple[Change, ...]:
+        return tuple(c for c in self.changes if c.kind is ChangeKind.KEPT)
+
+    @property
     def blocked(self) -> tuple[Change, ...]:
         return tuple(c for c in self.changes if c.kind is ChangeKind.UNSUPPORTED)
 
@@ -149,6 +204,12 @@ class OpStatus(StrEnum):
     RUNNING = "running"
     COMPLETE = "complete"
     PARTIAL = "partial"
+    # A loosening op that a newer revoke or restrict reached first: it never re-opens.
+    SUPERSEDED = "superseded"
+
+    @property
+    def unfinished(self) -> bool:
+        return self in (OpStatus.AWAITING_APPROVAL, OpStatus.RUNNING, OpStatus.PARTIAL)
 
 
 class StepResult(StrEnum):
@@ -156,7 +217,12 @@ class StepResult(StrEnum):
     STARTED = "started"  # written before the provider call
     VERIFIED = "verified"  # read back and equal to desired
     FAILED = "failed"
-    SKIPPED = "skipped"  # already in the desired posture; no write
+    SKIPPED = "skipped"  # already in the desired posture (read under the lease); no write
+    KEPT = "kept"  # already tighter than asked (read under the lease); kept, no write
+    REFUSED = "refused"  # the lever cannot take this posture safely (unsupported, preflight)
+
+
+DONE = frozenset({StepResult.VERIFIED, StepResult.SKIPPED, StepResult.KEPT})
 
 
 @dataclass(frozen=True)
@@ -186,6 +252,9 @@ class Step:
     error: str | None = None
     at: str = ""
     observed: Access | None = None
+    # This target's own posture when it differs from the op's (a tightening op keeps a
+    # tighter target as it is); None: the op's.
+    desired: Access | None = None
 
 
 @dataclass(frozen=True)

@@ -13,15 +13,6 @@ from dataclasses import dataclass
 from killswitch.domain import OPEN, Access, LedgerEntry, Observed, Posture, Target, TargetReport
 from killswitch.errors import KillswitchError
 
-RANK = {Posture.OPEN: 0, Posture.RESTRICTED: 1, Posture.REVOKED: 2}
-
-
-def more_open(observed: Access, desired: Access) -> bool:
-    """Whether ``observed`` lets in someone ``desired`` keeps out."""
-    if RANK[observed.posture] != RANK[desired.posture]:
-        return RANK[observed.posture] < RANK[desired.posture]
-    return bool(set(observed.audience) - set(desired.audience))
-
 
 def classify(
     targets: Sequence[Target],
@@ -100,7 +91,7 @@ def healing(rows: Sequence[TargetReport]) -> Healing:
             continue
         if row.result != "drift" or row.observed is None:
             continue
-        if more_open(row.observed, row.desired):
+        if row.observed.looser_than(row.desired):
             close.setdefault(row.desired, []).append(row.target.id)
         else:
             reopen.append(row.target.id)

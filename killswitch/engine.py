@@ -10,12 +10,13 @@ from collections.abc import Callable, Sequence
 import structlog
 
 from killswitch import approvals, drift, planner
-from killswitch.contract import Discovery
+from killswitch.clock import SYSTEM, Clock
+from killswitch.contract import CallBound, Discovery
 from killswitch.domain import (
     Access,
     Action,
-    Change,
     ChangeKind,
+    Intent,
     Operation,
     OpStatus,
     Plan,
@@ -28,8 +29,9 @@ from killswitch.domain import (
     utcnow,
 )
 from killswitch.errors import KillswitchError, UnknownOperation, UsageError
-from killswitch.executor import Executor, StepListener
+from killswitch.executor import Executor, Held, StepListener
 from killswitch.inventory import Inventory
+from killswitch.lease import LockRules, Waiting
 from killswitch.planner import Fleet
 from killswitch.selectors import Selector, all_targets, resolve
 from killswitch.state import StateStore
@@ -47,8 +49,14 @@ def desired_access(action: Action, audience: Sequence[str]) -> Access:
             raise UsageError(f"--audience {name!r}: must match [a-z0-9._-], 1-63 characters")
     if action is Action.RESTRICT and not audience:
         raise UsageError("restrict needs --audience (who keeps access), e.g. --audience us-person")
-    if action is not Action.RESTRICT and audience:
-        raise UsageError(f"--audience only goes with restrict, not {action.value}")
+    if action is Action.REVOKE and audience:
+        raise UsageError(
+            "--audience goes with restrict (who keeps access) or restore (who gets access "
+            "back), not revoke"
+        )
+    if action is Action.RESTORE and audience:
+        # Loosening a revoked target to an audience is a restore, under the approvals policy.
+        return Access(Posture.RESTRICTED, tuple(audience))
     return Access(action.posture, tuple(audience))
 
 
@@ -73,17 +81,38 @@ class Switch:
         *,
         concurrency: int | None = None,
         on_step: StepListener | None = None,
+        lock_wait: float | None = None,
+        on_wait: Waiting | None = None,
+        clock: Clock = SYSTEM,
     ) -> None:
         self.inventory = inventory
         self.store = store
         self.actor = actor
         self.fleet = Fleet(inventory, concurrency=concurrency)
-        self.executor = Executor(self.fleet, store, actor, on_step)
+        lock = inventory.spec.policy.lock
+        rules = LockRules(
+            lock.ttl_seconds,
+            min(lock.heartbeat_seconds, lock.ttl_seconds / 3),  # several beats per lease
+            lock.wait_seconds if lock_wait is None else lock_wait,
+        )
+        self.executor = Executor(
+            self.fleet,
+            store,
+            actor,
+            on_step,
+            rules=rules,
+            inflight_seconds=_inflight_bound(inventory),
+            clock=clock,
+            on_wait=on_wait,
+        )
 
     # -- reading -------------------------------------------------------------
     def plan(self, action: Action, selector: Selector, audience: Sequence[str] = ()) -> Plan:
         desired = desired_access(action, audience)
-        return planner.plan(self.fleet, action, desired, resolve(self.inventory, selector))
+        targets = resolve(self.inventory, selector)
+        ledger = self.store.ledger() if action.tightens else {}
+        known = {t.id: e.desired for t in targets if (e := ledger.get(t.id))}
+        return planner.plan(self.fleet, action, desired, targets, known)
 
     def status(self, selector: Selector) -> Report:
         """Observed posture of every selected target, beside the ledger's. Reports only:
@@ -127,20 +156,19 @@ class Switch:
         one op per posture; re-open the others only with ``fix_open`` (a restore, so it
         waits for the approvals policy names)."""
         plan = drift.healing(report.rows)
-        groups = list(plan.close.items())
+        groups = [
+            (Action.REVOKE if d.posture is Posture.REVOKED else Action.RESTRICT, d, ids)
+            for d, ids in plan.close.items()
+        ]
         if fix_open:
             by_desired: dict[Access, list[str]] = {}
             for row in report.rows:
                 if row.target.id in plan.reopen and row.desired is not None:
                     by_desired.setdefault(row.desired, []).append(row.target.id)
-            groups += list(by_desired.items())
+            # Every loosening is a restore, re-opening to restricted included.
+            groups += [(Action.RESTORE, d, ids) for d, ids in by_desired.items()]
         reports = []
-        for desired, ids in groups:
-            action = {
-                Posture.REVOKED: Action.REVOKE,
-                Posture.RESTRICTED: Action.RESTRICT,
-                Posture.OPEN: Action.RESTORE,
-            }[desired.posture]
+        for action, desired, ids in groups:
             reports.append(
                 self.change(
                     action,
@@ -164,13 +192,83 @@ class Switch:
         idempotency_key: str | None = None,
         confirm: Confirm,
     ) -> Report:
-        """Revoke, restrict or restore: plan, confirm, then apply (restore: after approvals)."""
+        """Revoke or restrict (at once), or request a restore (applied after approvals)."""
         plan = self.preview(action, selector, audience=audience, reason=reason)
+        if action.tightens:
+            return self._tighten(plan, selector, reason, ticket, idempotency_key, confirm)
+        return self._request_restore(plan, selector, reason, ticket, idempotency_key, confirm)
+
+    def _tighten(
+        self,
+        preview: Plan,
+        selector: Selector,
+        reason: str,
+        ticket: str | None,
+        idempotency_key: str | None,
+        confirm: Confirm,
+    ) -> Report:
+        """Revoke or restrict: confirm on what was read, then decide again under the lock.
+
+        What is applied and reported comes from reads taken while holding the lock; a
+        loosening holder is fenced out at once, and every unfinished restore of these
+        targets is superseded, even when there is nothing to change."""
+        action, requested = preview.action, preview.desired
+        targets = [c.target for c in preview.changes]
+        ids = [t.id for t in targets]
+        if preview.pending or preview.unreadable:
+            confirm(preview)
+        op_id, existing = self._find_op(action, ids, requested, ticket, idempotency_key, False)
+        if existing is not None and existing.status.unfinished:
+            return self.resume(existing.id)
+        with self.executor.hold(op_id, Intent.TIGHTEN) as held:
+            plan = self.executor.plan(action, requested, targets, held)
+            losers = self._loosening_ops(ids)
+            fenced = held.lease.fenced
+            needed = (
+                plan.pending
+                or plan.unreadable
+                or plan.blocked
+                or losers
+                or (fenced is not None and fenced.intent is Intent.LOOSEN)
+            )
+            if not needed:
+                if existing is not None and existing.status is OpStatus.COMPLETE:
+                    return self._plan_report(plan, existing.id, "already-done")
+                return self._plan_report(plan, None, "nothing-to-do")
+            op_id, _ = self._find_op(action, ids, requested, ticket, idempotency_key, True)
+            op = Operation(
+                id=op_id,
+                action=action,
+                desired=requested,
+                target_ids=tuple(ids),
+                actor=self.actor,
+                reason=reason,
+                ticket=ticket,
+                selector=selector.describe(),
+                created_at=utcnow(),
+                status=OpStatus.RUNNING,
+            )
+            self.store.create_op(op)
+            self.store.append_audit(self.actor, "op.requested", op.id, approvals.requested(op))
+            self._supersede(losers, op, held)
+            self.executor.apply(op, plan, held)
+        return self.op_report(op.id)
+
+    def _request_restore(
+        self,
+        plan: Plan,
+        selector: Selector,
+        reason: str,
+        ticket: str | None,
+        idempotency_key: str | None,
+        confirm: Confirm,
+    ) -> Report:
+        """A restore is recorded, bound to what it re-opens, and waits for approvals."""
         _refuse_blocked(plan)
         target_ids = [c.target.id for c in plan.changes]
         work = [c for c in plan.changes if c.kind in (ChangeKind.CHANGE, ChangeKind.UNREADABLE)]
         op_id, existing = self._find_op(
-            action, target_ids, plan.desired, ticket, idempotency_key, bool(work)
+            plan.action, target_ids, plan.desired, ticket, idempotency_key, bool(work)
         )
         if existing is not None:
             if existing.status in (OpStatus.RUNNING, OpStatus.PARTIAL):
@@ -186,7 +284,7 @@ class Switch:
         confirm(plan)
         op = Operation(
             id=op_id,
-            action=action,
+            action=plan.action,
             desired=plan.desired,
             target_ids=tuple(target_ids),
             actor=self.actor,
@@ -194,16 +292,15 @@ class Switch:
             ticket=ticket,
             selector=selector.describe(),
             created_at=utcnow(),
-            status=OpStatus.AWAITING_APPROVAL if action is Action.RESTORE else OpStatus.RUNNING,
-            required_approvals=self._required(action),
+            status=OpStatus.AWAITING_APPROVAL,
+            required_approvals=self.inventory.spec.policy.restore.approvals,
         )
-        if action is Action.RESTORE:
-            self.store.create_op(op)
-            self.store.append_audit(self.actor, "op.requested", op.id, _requested(op))
-            have = approvals.record(self.store, op, self.actor, as_requester=True)
-            if len(have) < op.required_approvals:
-                return self._awaiting(op)
-        return self._run(op, plan.changes)
+        self.store.create_op(op)
+        self.store.append_audit(self.actor, "op.requested", op.id, approvals.requested(op))
+        have = approvals.record(self.store, op, self.actor, as_requester=True)
+        if len(have) < op.required_approvals:
+            return self._awaiting(op)
+        return self.resume(op.id)
 
     def preview(
         self, action: Action, selector: Selector, *, audience: Sequence[str] = (), reason: str
@@ -223,14 +320,16 @@ class Switch:
     def approve(self, op_id: str, *, confirm: Confirm) -> Report:
         """Add this actor's approval to a restore; apply it once enough people agreed.
 
-        When this approval completes the quorum, the confirmation comes first: a refused
-        confirmation records nothing."""
+        A superseded or stale restore takes no approval (exit 6). When this approval
+        completes the quorum, the confirmation comes first: a refused confirmation
+        records nothing."""
         op = self._get(op_id)
+        approvals.standing(self.store, op)
         if op.status is OpStatus.AWAITING_APPROVAL and self._approved(op):
             return self.resume(op.id, confirm=confirm)  # approved, but its apply was cut short
         approvals.check(self.store, op, self.actor)
-        if len(approvals.approvers(self.store, op.id)) + 1 >= op.required_approvals:
-            plan = self._remaining_plan(op)
+        if len(approvals.approvers(self.store, op)) + 1 >= op.required_approvals:
+            plan = self._plan_of(op)
             _refuse_blocked(plan)
             if plan.pending or plan.unreadable:
                 confirm(plan)
@@ -240,28 +339,88 @@ class Switch:
         return self.resume(op.id)
 
     def resume(self, op_id: str, *, confirm: Confirm | None = None) -> Report:
-        """Finish a partial or crashed op: re-plan the targets not yet done and apply them."""
+        """Finish a partial or crashed op: plan its targets again under the lock and apply.
+
+        A restore resumes only while it still stands: approved, bound to what it was
+        approved for, and not superseded by a newer revoke or restrict (else exit 6)."""
         op = self._get(op_id)
-        if op.status is OpStatus.AWAITING_APPROVAL and not self._approved(op):
-            return self._awaiting(op)
         if op.status is OpStatus.COMPLETE:
             return self.op_report(op.id)
-        plan = self._remaining_plan(op)
-        _refuse_blocked(plan)
-        if confirm is not None and (plan.pending or plan.unreadable):
-            confirm(plan)
-        return self._run(op, plan.changes)
+        if not op.action.tightens:
+            approvals.standing(self.store, op)
+            if op.status is OpStatus.AWAITING_APPROVAL and not self._approved(op):
+                return self._awaiting(op)
+        if confirm is not None:
+            preview = self._plan_of(op)
+            if not op.action.tightens:
+                _refuse_blocked(preview)
+            if preview.pending or preview.unreadable:
+                confirm(preview)
+        with self.executor.hold(op.id, Intent.of(op.action)) as held:
+            op = self._get(op.id)  # as it is now that the lock is ours
+            if op.status is OpStatus.COMPLETE:
+                return self.op_report(op.id)  # the holder we waited for finished it
+            if op.action.tightens:
+                self._supersede(self._loosening_ops(op.target_ids), op, held)
+            else:
+                self._still_standing(op, held)
+            plan = self.executor.plan(op.action, op.desired, self._targets_of(op), held)
+            if not op.action.tightens:
+                _refuse_blocked(plan)
+            self.executor.apply(op, plan, held)
+        return self.op_report(op.id)
 
-    def _remaining_plan(self, op: Operation) -> Plan:
-        """A fresh plan for the op's targets that are not verified or skipped yet."""
-        steps = self.store.steps(op.id)
-        todo = [
-            t
-            for t in self._targets_of(op)
-            if t.id not in steps
-            or steps[t.id].result not in (StepResult.VERIFIED, StepResult.SKIPPED)
+    def _still_standing(self, op: Operation, held: Held) -> None:
+        """Under the lock, a restore checks once more that it may re-open; if not, it is
+        marked superseded (audited) and refused."""
+        fresh = self._get(op.id)
+        try:
+            approvals.standing(self.store, fresh)
+            if not self._approved(fresh):
+                raise approvals.Superseded(op.id, "its approvals no longer count")
+        except approvals.Superseded as exc:
+            if fresh.status is not OpStatus.SUPERSEDED:
+                self.store.set_op_status(op.id, OpStatus.SUPERSEDED, held.lease)
+                self.store.append_audit(
+                    self.actor, "op.superseded", op.id, {"by": None, "why": str(exc)}
+                )
+            raise
+
+    def _plan_of(self, op: Operation) -> Plan:
+        """The op's targets as read now (before the lock: for showing and confirming)."""
+        targets = self._targets_of(op)
+        ledger = self.store.ledger() if op.action.tightens else {}
+        known = {t.id: e.desired for t in targets if (e := ledger.get(t.id))}
+        return planner.plan(self.fleet, op.action, op.desired, targets, known)
+
+    def _loosening_ops(self, target_ids: Sequence[str]) -> list[Operation]:
+        """Every unfinished restore that would re-open one of ``target_ids``."""
+        wanted = set(target_ids)
+        return [
+            op
+            for op in self.store.open_ops()
+            if not op.action.tightens and op.status.unfinished and wanted & set(op.target_ids)
         ]
-        return planner.plan(self.fleet, op.action, op.desired, todo)
+
+    def _supersede(self, losers: Sequence[Operation], by: Operation, held: Held) -> None:
+        """Newer tightening wins: mark each loosening op superseded, audited, naming
+        the op that did it and why."""
+        reached = set(by.target_ids)
+        for loser in losers:
+            self.store.set_op_status(loser.id, OpStatus.SUPERSEDED, held.lease)
+            self.store.append_audit(
+                by.actor,
+                "op.superseded",
+                loser.id,
+                {
+                    "by": by.id,
+                    "action": by.action.value,
+                    "reason": by.reason,
+                    "ticket": by.ticket,
+                    "targets": len(reached & set(loser.target_ids)),
+                },
+            )
+            log.warning("superseded a restore", op=loser.id, by=by.id)
 
     def op_report(self, op_id: str) -> Report:
         op = self._get(op_id)
@@ -272,31 +431,25 @@ class Switch:
             target = known.get(target_id) or _target_from_id(target_id)
             step = steps.get(target_id)
             result = step.result.value if step else StepResult.PENDING.value
+            desired = step.desired if step and step.desired else op.desired
             rows.append(
                 TargetReport(
                     target,
-                    op.desired,
+                    desired,
                     step.observed if step else None,
                     result,
                     step.error if step else None,
                 )
             )
-        return Report(op.id, op.status.value, tuple(rows))
+        return Report(op.id, op.status.value, tuple(rows), _next_step(op, rows))
 
     # -- helpers ---------------------------------------------------------------
-    def _run(self, op: Operation, changes: Sequence[Change]) -> Report:
-        self.executor.run(op, [_unknown_as_change(c) for c in changes], requested=_requested(op))
-        return self.op_report(op.id)
-
     def _approved(self, op: Operation) -> bool:
-        return len(approvals.approvers(self.store, op.id)) >= op.required_approvals
-
-    def _required(self, action: Action) -> int:
-        return self.inventory.spec.policy.restore.approvals if action is Action.RESTORE else 0
+        return len(approvals.approvers(self.store, op)) >= op.required_approvals
 
     def _awaiting(self, op: Operation) -> Report:
         report = self.op_report(op.id)
-        have = approvals.approvers(self.store, op.id)
+        have = approvals.approvers(self.store, op)
         message = (
             f"{len(have)} of {op.required_approvals} approvals ({', '.join(have)}); "
             f"another person runs: killswitch approve {op.id}"
@@ -335,8 +488,12 @@ class Switch:
         base = intent_op_id(action, target_ids, desired, ticket)
         op_id, generation = base, 1
         existing = self.store.get_op(op_id)
-        # The same intent, done before and undone since: a new op, numbered after the last.
-        while existing is not None and existing.status is OpStatus.COMPLETE and has_work:
+        # The same intent, done before and undone since (or superseded): a new op,
+        # numbered after the last.
+        while existing is not None and (
+            existing.status is OpStatus.SUPERSEDED
+            or (existing.status is OpStatus.COMPLETE and has_work)
+        ):
             generation += 1
             op_id = f"{base}.{generation}"
             existing = self.store.get_op(op_id)
@@ -359,11 +516,15 @@ MAX_REASON = 1000  # fits a flag document, a partner's reason field and a termin
 
 
 def plan_status(plan: Plan) -> str:
-    """The status word of a plan, as `plan` and `--dry-run` report it."""
-    if plan.blocked:
+    """The status word of a plan, as `plan` and `--dry-run` report it. A tightening plan
+    goes ahead past targets it cannot change (they are refused, exit 3); a restore
+    does not (blocked, 64)."""
+    if plan.blocked and not plan.action.tightens:
         return "blocked"
     if plan.pending:
         return "changes-pending"
+    if plan.blocked:
+        return "refused"
     return "unreadable" if plan.unreadable else "in-sync"
 
 
@@ -382,23 +543,32 @@ def plan_rows(plan: Plan) -> tuple[TargetReport, ...]:
     )
 
 
-def _requested(op: Operation) -> dict[str, object]:
-    """The audit payload of a new op: who asked for what, why, on how many targets."""
-    return {
-        "action": op.action.value,
-        "desired": op.desired.to_json(),
-        "reason": op.reason,
-        "ticket": op.ticket,
-        "selector": op.selector,
-        "targets": len(op.target_ids),
-    }
+def _next_step(op: Operation, rows: Sequence[TargetReport]) -> str:
+    """What to run next when an op did not finish, for the report's last line."""
+    if op.status is OpStatus.SUPERSEDED:
+        return f"op {op.id} was superseded by a newer revoke or restrict; request a new restore"
+    if op.status not in (OpStatus.PARTIAL, OpStatus.RUNNING):
+        return ""
+    refused = [r for r in rows if r.result == StepResult.REFUSED.value]
+    hint = f"next: fix what failed, then `killswitch ops resume {op.id}`"
+    if refused:
+        return (
+            f"{len(refused)} target(s) refused ({refused[0].error}); the rest were applied. " + hint
+        )
+    return hint
 
 
-def _unknown_as_change(change: Change) -> Change:
-    """A target we could not read is applied anyway: closing it is the safe bet."""
-    if change.kind is ChangeKind.UNREADABLE:
-        return Change(change.target, change.desired, None, ChangeKind.CHANGE)
-    return change
+def _inflight_bound(inventory: Inventory) -> float:
+    """The longest one provider call of any provider in the inventory may take."""
+    bounds = [
+        provider.call_bound_seconds()
+        for name in inventory.provider_names
+        if isinstance(provider := inventory.provider(name), CallBound)
+    ]
+    return max(bounds, default=DEFAULT_CALL_BOUND)
+
+
+DEFAULT_CALL_BOUND = 30.0  # for a provider that does not say how long its calls may take
 
 
 def _target_from_id(target_id: str) -> Target:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import IntEnum
 
+from killswitch.domain import Intent
+
 
 class ExitCode(IntEnum):
     """Stable exit codes; runbooks, cron jobs and CI depend on them."""
@@ -15,6 +17,7 @@ class ExitCode(IntEnum):
     PARTIAL = 3  # some targets failed or could not be verified
     LOCKED = 4  # the lock is held by another operation
     AWAITING_APPROVAL = 5  # a restore waits for more approvals
+    SUPERSEDED = 6  # a loosening op (or its approval) a newer tightening op made void
     USAGE = 64  # usage or inventory error; nothing was changed
 
 
@@ -55,6 +58,16 @@ class LockInfo:
     acquired_at: str
     expires_at: str
     token: int
+    intent: Intent = Intent.OTHER
+    beat: int = 0  # heartbeats so far: a holder whose beat stops moving is dead
+
+    @property
+    def doing(self) -> str:
+        return {
+            Intent.TIGHTEN: "a tightening op",
+            Intent.LOOSEN: "a loosening op",
+            Intent.OTHER: "state maintenance",
+        }[self.intent]
 
 
 class LockHeld(KillswitchError):
@@ -62,12 +75,14 @@ class LockHeld(KillswitchError):
 
     exit_code = ExitCode.LOCKED
 
-    def __init__(self, holder: LockInfo) -> None:
+    def __init__(self, holder: LockInfo, *, waited: float | None = None) -> None:
         self.holder = holder
+        after = f"after waiting {waited:.0f}s, " if waited is not None else ""
         super().__init__(
-            f"lock held by {holder.owner} since {holder.acquired_at} "
-            f"for op {holder.op_id or '?'} (lease expires {holder.expires_at}); "
-            "wait for it to finish, or check `killswitch ops show` for that op"
+            f"{after}lock held by {holder.owner} since {holder.acquired_at} "
+            f"for op {holder.op_id or '?'} ({holder.doing}; lease expires "
+            f"{holder.expires_at}); wait for it to finish (`killswitch lock status`), "
+            "or check `killswitch ops show` for that op"
         )
 
 
@@ -90,6 +105,21 @@ class AwaitingApproval(KillswitchError):
             f"op {op_id} awaits approval: {len(have)} of {need} "
             f"(approved by {', '.join(have) or 'nobody'}); "
             f"another person runs `killswitch approve {op_id}`"
+        )
+
+
+class Superseded(KillswitchError):
+    """A loosening op that may no longer re-open anything: a newer revoke or restrict
+    reached its targets, or what it was approved for has changed since."""
+
+    exit_code = ExitCode.SUPERSEDED
+
+    def __init__(self, op_id: str, why: str) -> None:
+        self.op_id = op_id
+        super().__init__(
+            f"op {op_id} can no longer re-open anything: {why}. Nothing was changed; "
+            "if access should still be restored, request a new restore "
+            "(`killswitch restore …`), which needs its own approvals"
         )
 
 

@@ -1,66 +1,59 @@
-"""Apply a plan: lock, journal, waves, bounded concurrency, retries, read-back."""
+"""Apply a plan under the apply lock: journal, waves, bounded concurrency, retries,
+read-back, and (after taking the lock over from a loosening op) a final read once that
+op's writes in flight can no longer land."""
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import replace
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from itertools import groupby
 
 import structlog
 
+from killswitch import planner
+from killswitch.clock import SYSTEM, Clock
 from killswitch.contract import ApplyContext, Grouped, Mechanism
 from killswitch.domain import (
+    DONE,
     Access,
     Action,
     Change,
     ChangeKind,
+    Intent,
     LedgerEntry,
     Operation,
     OpStatus,
+    Plan,
     Step,
     StepResult,
     Target,
     utcnow,
 )
 from killswitch.errors import KillswitchError, LeaseLost
+from killswitch.lease import Heartbeat, LockRules, Waiting, take
 from killswitch.planner import Fleet
 from killswitch.state import Lease, StateStore
 
 log = structlog.get_logger("killswitch.executor")
 
 StepListener = Callable[[Target, Step], None]
-DONE = frozenset({StepResult.VERIFIED, StepResult.SKIPPED})
+# What a target's step says when the plan made under the lease needs no write.
+SETTLED = {ChangeKind.NONE: StepResult.SKIPPED, ChangeKind.KEPT: StepResult.KEPT}
 
 
-class _Heartbeat:
-    """Renews the lease while an apply runs; remembers if it was lost."""
+@dataclass
+class Held:
+    """The apply lock while an op holds it: the heartbeat that keeps it, when it was
+    taken (monotonic), and the holder it fenced out, if any."""
 
-    def __init__(self, store: StateStore, lease: Lease, ttl: float) -> None:
-        self.store, self.lease, self.ttl = store, lease, ttl
-        self.lost: LeaseLost | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="lease-heartbeat", daemon=True)
+    beat: Heartbeat
+    taken_at: float
 
-    def __enter__(self) -> _Heartbeat:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.ttl / 3):
-            try:
-                self.lease = self.store.renew(self.lease, self.ttl)
-            except LeaseLost as exc:
-                self.lost = exc
-                log.error("lease lost; stopping", error=str(exc))
-                return
-            except Exception as exc:  # the store hiccuped; the next beat tries again
-                log.warning("lease renewal failed", error=str(exc))
+    @property
+    def lease(self) -> Lease:
+        return self.beat.lease
 
 
 class Executor:
@@ -70,59 +63,134 @@ class Executor:
         store: StateStore,
         owner: str,
         on_step: StepListener | None = None,
+        *,
+        rules: LockRules,
+        inflight_seconds: float,
+        clock: Clock = SYSTEM,
+        on_wait: Waiting | None = None,
     ) -> None:
         self.fleet = fleet
         self.store = store
         self.owner = owner
         self.on_step = on_step or (lambda target, step: None)
-        self.ttl = fleet.inventory.spec.policy.lock.ttl_seconds
+        self.rules = rules
+        # The longest a fenced holder's provider call can stay in flight (per-call bound).
+        self.inflight_seconds = inflight_seconds
+        self.clock = clock
+        self.on_wait = on_wait
         # A runbook step's timeout, when shorter than policy.deadline_seconds.
         self.deadline_seconds: float | None = None
 
-    def run(
-        self, op: Operation, changes: Sequence[Change], *, requested: dict[str, object]
-    ) -> OpStatus:
-        """Apply ``changes`` (the not-yet-done targets of ``op``) under the lock.
-
-        A new op is recorded and audited (``requested``) only once the lock is ours, so a
-        run refused by the lock leaves no trace of an op that never was."""
-        lease = self.store.acquire(self.owner, op.id, self.ttl)
+    # -- the lock ---------------------------------------------------------------
+    @contextmanager
+    def hold(self, op_id: str | None, intent: Intent) -> Iterator[Held]:
+        """The apply lock, kept alive by a heartbeat until the block ends."""
+        lease = take(
+            self.store,
+            self.owner,
+            op_id,
+            intent,
+            self.rules,
+            clock=self.clock,
+            on_wait=self.on_wait,
+        )
+        taken_at = self.clock.monotonic()
         try:
-            with _Heartbeat(self.store, lease, self.ttl) as beat:
-                if self.store.get_op(op.id) is None:
-                    self.store.create_op(op)
-                    self.store.append_audit(op.actor, "op.requested", op.id, requested)
-                self.store.set_op_status(op.id, OpStatus.RUNNING, lease)
-                self.store.append_audit(
-                    self.owner,
-                    "op.applying",
-                    op.id,
-                    {"action": op.action.value, "targets": len(changes)},
-                )
-                log.info("applying", op=op.id, action=op.action.value, targets=len(changes))
-                # The ledger records intent: a target that fails still should be in this posture.
-                now = utcnow()
-                self.store.set_ledger(
-                    [LedgerEntry(t, op.desired, op.id, now) for t in op.target_ids], lease
-                )
-                budget = self.deadline_seconds or self.fleet.inventory.spec.policy.deadline_seconds
-                deadline = time.monotonic() + budget
-                for wave in self._waves(op.action, changes):
-                    self._apply_wave(op, wave, beat, deadline)
-                steps = self.store.steps(op.id)
-                done = all(steps.get(t) and steps[t].result in DONE for t in op.target_ids)
-                status = OpStatus.COMPLETE if done else OpStatus.PARTIAL
-                log.info("op finished", op=op.id, status=status.value)
-                self.store.set_op_status(op.id, status, beat.lease)
-                counts: dict[str, int] = {}
-                for step in steps.values():
-                    counts[step.result.value] = counts.get(step.result.value, 0) + 1
-                self.store.append_audit(
-                    self.owner, "op.finished", op.id, {"status": status.value, "results": counts}
-                )
-                return status
+            with Heartbeat(self.store, lease, self.rules) as beat:
+                yield Held(beat, taken_at)
         finally:
             self.store.release(lease)
+
+    def plan(
+        self, action: Action, requested: Access, targets: Sequence[Target], held: Held
+    ) -> Plan:
+        """The plan as read now, under the lock: what apply does and reports comes from it."""
+        held.beat.check()
+        ledger = {t.id: e.desired for t in targets if (e := self._ledger().get(t.id))}
+        return planner.plan(self.fleet, action, requested, targets, ledger)
+
+    def _ledger(self) -> dict[str, LedgerEntry]:
+        return self.store.ledger()
+
+    # -- applying ---------------------------------------------------------------
+    def apply(self, op: Operation, plan: Plan, held: Held) -> OpStatus:
+        """Apply ``plan`` (made under ``held``) for ``op``; journal every target.
+
+        Targets the plan refused (unsupported, preflight) are journaled ``refused``; the
+        rest are applied in waves and read back. A tightening op that fenced out a
+        loosening holder reads every target again once that holder's writes in flight
+        can no longer land, and closes again what they re-opened."""
+        self.store.set_op_status(op.id, OpStatus.RUNNING, held.lease)
+        work = [c for c in plan.changes if c.kind in (ChangeKind.CHANGE, ChangeKind.UNREADABLE)]
+        self.store.append_audit(
+            self.owner,
+            "op.applying",
+            op.id,
+            {"action": op.action.value, "targets": len(plan.changes), "changes": len(work)},
+        )
+        log.info("applying", op=op.id, action=op.action.value, changes=len(work))
+        # The ledger records intent: a target that fails still should be in this posture.
+        now = utcnow()
+        self.store.set_ledger(
+            [LedgerEntry(c.target.id, c.desired, op.id, now) for c in plan.changes], held.lease
+        )
+        budget = self.deadline_seconds or self.fleet.inventory.spec.policy.deadline_seconds
+        deadline = time.monotonic() + budget
+        verified = {
+            t for t, step in self.store.steps(op.id).items() if step.result is StepResult.VERIFIED
+        }
+        for change in plan.changes:
+            if change.kind in SETTLED:
+                if change.target.id in verified:
+                    continue  # verified by an earlier run, and read as such again just now
+                self._record(op, change, SETTLED[change.kind], held, observed=change.observed)
+            elif change.kind is ChangeKind.UNSUPPORTED:
+                self._record(op, change, StepResult.REFUSED, held, error=change.error)
+        for wave in self._waves(op.action, [_unknown_as_change(c) for c in work]):
+            self._apply_wave(op, wave, held, deadline)
+        fenced = held.lease.fenced
+        if op.action.tightens and fenced is not None and fenced.intent is Intent.LOOSEN:
+            self._settle(op, plan, held, deadline)
+        return self._finish(op, held)
+
+    def _finish(self, op: Operation, held: Held) -> OpStatus:
+        steps = self.store.steps(op.id)
+        done = all(steps.get(t) and steps[t].result in DONE for t in op.target_ids)
+        status = OpStatus.COMPLETE if done else OpStatus.PARTIAL
+        log.info("op finished", op=op.id, status=status.value)
+        self.store.set_op_status(op.id, status, held.lease)
+        counts: dict[str, int] = {}
+        for step in steps.values():
+            counts[step.result.value] = counts.get(step.result.value, 0) + 1
+        self.store.append_audit(
+            self.owner, "op.finished", op.id, {"status": status.value, "results": counts}
+        )
+        return status
+
+    def _settle(self, op: Operation, plan: Plan, held: Held, deadline: float) -> None:
+        """After a takeover: wait until the fenced holder's last write could have landed,
+        read every target again, and close again whatever it re-opened."""
+        assert held.lease.fenced is not None
+        wait = held.taken_at + self.inflight_seconds - self.clock.monotonic()
+        log.warning(
+            "waiting out the fenced holder's writes in flight",
+            holder=held.lease.fenced.owner,
+            op=held.lease.fenced.op_id,
+            seconds=round(max(0.0, wait), 1),
+        )
+        self.clock.sleep(wait)
+        targets = [c.target for c in plan.changes if c.kind is not ChangeKind.UNSUPPORTED]
+        again = self.plan(op.action, op.desired, targets, held)
+        reopened = [
+            c for c in again.changes if c.kind in (ChangeKind.CHANGE, ChangeKind.UNREADABLE)
+        ]
+        if reopened:
+            log.warning("closing again what the fenced holder re-opened", targets=len(reopened))
+        for change in again.changes:
+            if change.kind in SETTLED:
+                self._record(op, change, SETTLED[change.kind], held, observed=change.observed)
+        for wave in self._waves(op.action, [_unknown_as_change(c) for c in reopened]):
+            self._apply_wave(op, wave, held, deadline)
 
     def _waves(self, action: Action, changes: Sequence[Change]) -> list[list[Change]]:
         """Revoke and restrict close the edge first; restore opens the deep levers first."""
@@ -134,66 +202,61 @@ class Executor:
         return [list(group) for _, group in groupby(ordered, key=wave)]
 
     def _units(self, wave: list[Change]) -> list[list[Change]]:
-        """Changes applied by one provider call: a group sharing a resource key, or one."""
-        units: dict[tuple[str, ...], list[Change]] = {}
+        """Changes applied by one provider call: a group sharing a resource key and a
+        desired posture, or one."""
+        units: dict[tuple[object, ...], list[Change]] = {}
         for change in wave:
             target = change.target
             mechanism = self.fleet.mechanism(target)
-            if change.kind is ChangeKind.CHANGE and isinstance(mechanism, Grouped):
-                key: tuple[str, ...] = (
+            if isinstance(mechanism, Grouped):
+                key: tuple[object, ...] = (
                     target.provider,
                     mechanism.name,
                     mechanism.resource_key(target),
+                    change.desired,
                 )
             else:
                 key = ("single", target.id)
             units.setdefault(key, []).append(change)
         return list(units.values())
 
-    def _apply_wave(
-        self, op: Operation, wave: list[Change], beat: _Heartbeat, deadline: float
-    ) -> None:
-        ctx = ApplyContext(op.id, op.actor, op.reason, op.ticket, utcnow())
+    def _apply_wave(self, op: Operation, wave: list[Change], held: Held, deadline: float) -> None:
+        ctx = ApplyContext(op.id, op.actor, op.reason, op.ticket, utcnow(), fence=held.beat.check)
 
         def apply_unit(unit: list[Change]) -> None:
-            if beat.lost is not None:
-                raise beat.lost
+            held.beat.check()
             if time.monotonic() > deadline:
                 for change in unit:
                     self._record(
-                        op.id,
-                        change.target,
+                        op,
+                        change,
                         StepResult.FAILED,
-                        beat,
+                        held,
                         error="op deadline passed before this target was tried "
                         "(policy.deadline_seconds); `ops resume` tries it",
                     )
                 return
-            if unit[0].kind is ChangeKind.NONE:
-                self._record(
-                    op.id, unit[0].target, StepResult.SKIPPED, beat, observed=unit[0].observed
-                )
-                return
-            targets = [c.target for c in unit]
-            for target in targets:
-                self._record(op.id, target, StepResult.STARTED, beat)
-            mechanism = self.fleet.mechanism(targets[0])
+            for change in unit:
+                self._record(op, change, StepResult.STARTED, held)
+            first = unit[0]
+            mechanism = self.fleet.mechanism(first.target)
             try:
-                if len(targets) > 1 and isinstance(mechanism, Grouped):
-                    self.fleet.call(lambda: mechanism.apply_group(targets, op.desired, ctx))
+                if len(unit) > 1 and isinstance(mechanism, Grouped):
+                    targets = [c.target for c in unit]
+                    self.fleet.call(lambda: mechanism.apply_group(targets, first.desired, ctx))
                 else:
-                    self.fleet.call(_first_try_knows(mechanism, unit[0], op.desired, ctx))
+                    self.fleet.call(_first_try_knows(mechanism, first, ctx))
             except LeaseLost:
                 raise
             except KillswitchError as exc:
                 log.warning(
-                    "step failed", op=op.id, targets=[t.id for t in targets], error=str(exc)
+                    "step failed", op=op.id, targets=[c.target.id for c in unit], error=str(exc)
                 )
-                for target in targets:
-                    self._record(op.id, target, StepResult.FAILED, beat, error=str(exc))
+                for change in unit:
+                    self._record(op, change, StepResult.FAILED, held, error=str(exc))
                 return
-            for target in targets:
-                self._verify(op, target, mechanism, beat)
+            for change in unit:
+                self._verify(op, change, mechanism, held)
 
         lost: BaseException | None = None
         units = self._units(wave)
@@ -205,50 +268,44 @@ class Executor:
                 log.error("step crashed", target=unit[0].target.id, error=repr(outcome))
                 for change in unit:
                     self._record(
-                        op.id,
-                        change.target,
-                        StepResult.FAILED,
-                        beat,
-                        error=f"internal error: {outcome!r}",
+                        op, change, StepResult.FAILED, held, error=f"internal error: {outcome!r}"
                     )
         if lost is not None:
             raise lost
 
-    def _verify(
-        self, op: Operation, target: Target, mechanism: Mechanism, beat: _Heartbeat
-    ) -> None:
+    def _verify(self, op: Operation, change: Change, mechanism: Mechanism, held: Held) -> None:
         """Read the target back: verified only when observed equals desired."""
+        target = change.target
         try:
             seen = self.fleet.call(lambda: mechanism.observe(target)).access
         except KillswitchError as exc:
-            self._record(op.id, target, StepResult.FAILED, beat, error=f"read-back: {exc}")
+            self._record(op, change, StepResult.FAILED, held, error=f"read-back: {exc}")
             return
-        if seen != op.desired:
-            error = f"read back {seen}, wanted {op.desired}"
-            self._record(op.id, target, StepResult.FAILED, beat, error=error, observed=seen)
+        if seen != change.desired:
+            error = f"read back {seen}, wanted {change.desired}"
+            self._record(op, change, StepResult.FAILED, held, error=error, observed=seen)
         else:
-            self._record(op.id, target, StepResult.VERIFIED, beat, observed=seen)
+            self._record(op, change, StepResult.VERIFIED, held, observed=seen)
 
     def _record(
         self,
-        op_id: str,
-        target: Target,
+        op: Operation,
+        change: Change,
         result: StepResult,
-        beat: _Heartbeat,
+        held: Held,
         *,
         error: str | None = None,
         observed: Access | None = None,
     ) -> Step:
         """Journal one step (fenced by our lease) and tell the listener."""
-        step = Step(op_id, target.id, result, error, utcnow(), observed)
-        self.store.record_step(step, beat.lease)
-        self.on_step(target, step)
+        desired = change.desired if change.desired != op.desired else None
+        step = Step(op.id, change.target.id, result, error, utcnow(), observed, desired)
+        self.store.record_step(step, held.lease)
+        self.on_step(change.target, step)
         return step
 
 
-def _first_try_knows(
-    mechanism: Mechanism, change: Change, desired: Access, ctx: ApplyContext
-) -> Callable[[], None]:
+def _first_try_knows(mechanism: Mechanism, change: Change, ctx: ApplyContext) -> Callable[[], None]:
     """``apply`` told what the plan read, on its first try; a retry reads afresh."""
     tries = 0
 
@@ -256,6 +313,13 @@ def _first_try_knows(
         nonlocal tries
         tries += 1
         known = change.observed if tries == 1 else None
-        mechanism.apply(change.target, desired, replace(ctx, observed=known))
+        mechanism.apply(change.target, change.desired, replace(ctx, observed=known))
 
     return apply
+
+
+def _unknown_as_change(change: Change) -> Change:
+    """A target we could not read is applied anyway: closing it is the safe bet."""
+    if change.kind is ChangeKind.UNREADABLE:
+        return Change(change.target, change.desired, None, ChangeKind.CHANGE)
+    return change

@@ -57,6 +57,10 @@ class ConcurrencyPolicy(_Strict):
 
 class LockPolicy(_Strict):
     ttl_seconds: float = Field(default=60.0, ge=1, le=3600)
+    # The holder renews its lease this often; one whose beat stops for 3 beats is dead.
+    heartbeat_seconds: float = Field(default=2.0, ge=0.1, le=60)
+    # How long a revoke or restrict waits for another tightening op to finish.
+    wait_seconds: float = Field(default=30.0, ge=0, le=3600)
 
 
 class PolicySpec(_Strict):

@@ -9,7 +9,16 @@ import structlog
 
 from killswitch import retry
 from killswitch.contract import Mechanism, Preflight
-from killswitch.domain import Access, Action, Change, ChangeKind, Observed, Plan, Target
+from killswitch.domain import (
+    Access,
+    Action,
+    Change,
+    ChangeKind,
+    Observed,
+    Plan,
+    Target,
+    tightened,
+)
 from killswitch.errors import KillswitchError
 from killswitch.fanout import fan_out
 from killswitch.inventory import Inventory
@@ -83,46 +92,64 @@ class Fleet:
 
 def diff(
     action: Action,
-    desired: Access,
+    requested: Access,
     targets: Sequence[Target],
     observations: Mapping[str, Observation],
-    supports: Callable[[Target], bool],
+    supports: Callable[[Target, Access], bool],
+    ledger: Mapping[str, Access] | None = None,
 ) -> Plan:
-    """The plan: for each target, what apply would do. No I/O."""
+    """The plan: for each target, what apply would do. No I/O.
+
+    A tightening action only tightens: each target gets ``requested`` kept at least as
+    tight as what it holds now and what the ledger says it should hold (a revoked
+    target stays revoked under ``restrict``). Restore sets ``requested`` everywhere."""
+    ledger = ledger or {}
     changes = []
     for target in targets:
         seen = observations[target.id]
-        if not supports(target):
+        observed = _access(seen)
+        desired = (
+            tightened(requested, observed, ledger.get(target.id)) if action.tightens else requested
+        )
+        if observed is not None and observed == desired:
+            kind = ChangeKind.NONE if desired == requested else ChangeKind.KEPT
+            changes.append(Change(target, desired, observed, kind))
+        elif not supports(target, desired):
             changes.append(
                 Change(
                     target,
                     desired,
-                    _access(seen),
+                    observed,
                     ChangeKind.UNSUPPORTED,
                     f"{target.mechanism} cannot express {desired.posture.value}",
                 )
             )
         elif isinstance(seen, KillswitchError):
             changes.append(Change(target, desired, None, ChangeKind.UNREADABLE, str(seen)))
-        elif seen.access == desired:
-            changes.append(Change(target, desired, seen.access, ChangeKind.NONE))
         else:
-            changes.append(Change(target, desired, seen.access, ChangeKind.CHANGE))
-    return Plan(action, desired, tuple(changes))
+            changes.append(Change(target, desired, observed, ChangeKind.CHANGE))
+    return Plan(action, requested, tuple(changes))
 
 
 def _access(seen: Observation) -> Access | None:
     return seen.access if isinstance(seen, Observed) else None
 
 
-def plan(fleet: Fleet, action: Action, desired: Access, targets: Sequence[Target]) -> Plan:
+def plan(
+    fleet: Fleet,
+    action: Action,
+    requested: Access,
+    targets: Sequence[Target],
+    ledger: Mapping[str, Access] | None = None,
+) -> Plan:
     observations = fleet.observe_all(targets)
     drafted = diff(
         action,
-        desired,
+        requested,
         targets,
         observations,
-        lambda t: desired.posture in fleet.mechanism(t).supports,
+        lambda t, desired: desired.posture in fleet.mechanism(t).supports,
+        ledger,
     )
     return _preflight(fleet, drafted)
 

@@ -34,12 +34,15 @@ GLYPHS = {
     "pending": "·",
     "drift": "≠",
     "in-sync": "=",
+    "kept": "=",
+    "refused": "!",
 }
 STYLES = {
     "change": "yellow",
     "unsupported": "red",
     "unreadable": "red",
     "verified": "green",
+    "refused": "bold red",
     "failed": "bold red",
     "drift": "bold red",
     "revoked": "red",

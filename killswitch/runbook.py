@@ -33,6 +33,7 @@ STATUS_CODE = {
     "partial": 3,
     "running": 3,
     "awaiting-approval": 5,
+    "superseded": 6,
 }
 
 
@@ -399,7 +400,7 @@ class Runner:
 
             plan = self.switch.preview(action, select, audience=audience, reason=reason)
             status = plan_status(plan)
-            code = {"blocked": int(ExitCode.USAGE), "unreadable": 3}.get(status, 0)
+            code = {"blocked": int(ExitCode.USAGE), "unreadable": 3, "refused": 3}.get(status, 0)
             return outcome(
                 "failed" if code else "planned",
                 code,

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from killswitch.domain import AuditEvent, LedgerEntry, Operation, OpStatus, Step
+from killswitch.domain import AuditEvent, Intent, LedgerEntry, Operation, OpStatus, Step
 from killswitch.errors import KillswitchError, LockInfo
 
 
@@ -28,6 +28,10 @@ class Lease:
     op_id: str | None
     token: int  # fencing token: strictly increases with every new holder
     expires_at: str
+    intent: Intent = Intent.OTHER
+    # The holder before us whose provider writes may still be in flight: taken over,
+    # expired or broken without releasing. None: the lock was released cleanly.
+    fenced: LockInfo | None = None
 
 
 @dataclass(frozen=True)
@@ -62,12 +66,27 @@ class StateDump:
 
 class StateStore(Protocol):
     # -- lock -------------------------------------------------------------
-    def acquire(self, owner: str, op_id: str | None, ttl_seconds: float) -> Lease:
-        """Take the apply lock; raise LockHeld naming the holder if it is taken."""
+    def acquire(
+        self, owner: str, op_id: str | None, ttl_seconds: float, intent: Intent = Intent.OTHER
+    ) -> Lease:
+        """Take the apply lock if it is free or its lease expired; raise LockHeld naming
+        the holder if it is taken."""
+        ...
+
+    def take_over(
+        self, owner: str, op_id: str | None, ttl_seconds: float, intent: Intent, token: int
+    ) -> Lease:
+        """Take the lock from the holder of ``token`` at once, fencing it out; raise
+        LockHeld when the lock changed hands meanwhile (``token`` is no longer current)."""
         ...
 
     def renew(self, lease: Lease, ttl_seconds: float) -> Lease:
-        """Extend our lease; raise LeaseLost if another holder took over."""
+        """Extend our lease and count a heartbeat; raise LeaseLost if another holder
+        took over."""
+        ...
+
+    def check(self, lease: Lease) -> None:
+        """Raise LeaseLost unless ``lease`` still holds the lock (read, not remembered)."""
         ...
 
     def release(self, lease: Lease) -> None: ...
@@ -88,6 +107,10 @@ class StateStore(Protocol):
     def get_op(self, op_id: str) -> Operation | None: ...
 
     def list_ops(self, limit: int = 50) -> list[Operation]: ...
+
+    def open_ops(self) -> list[Operation]:
+        """Every op not yet finished: awaiting approval, running or partial."""
+        ...
 
     def set_op_status(self, op_id: str, status: OpStatus, lease: Lease | None) -> None: ...
 

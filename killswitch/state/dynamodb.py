@@ -21,7 +21,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -31,7 +31,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
 
 from killswitch.audit import GENESIS, event_hash
-from killswitch.domain import AuditEvent, LedgerEntry, Operation, OpStatus, Step, utcnow
+from killswitch.domain import AuditEvent, Intent, LedgerEntry, Operation, OpStatus, Step, utcnow
 from killswitch.errors import LeaseLost, LockHeld, LockInfo, UsageError
 from killswitch.state import DynamoDbUrl
 from killswitch.state.base import Approval, Lease, StateDump, StoreUnreachable
@@ -209,22 +209,56 @@ class DynamoDbStore:
                 raise
 
     # -- lock -------------------------------------------------------------
-    def acquire(self, owner: str, op_id: str | None, ttl_seconds: float) -> Lease:
+    def acquire(
+        self, owner: str, op_id: str | None, ttl_seconds: float, intent: Intent = Intent.OTHER
+    ) -> Lease:
+        return self._hold(
+            owner,
+            op_id,
+            ttl_seconds,
+            intent,
+            "attribute_not_exists(pk) OR held = :false OR expires_at < :now",
+            {":false": False},
+        )
+
+    def take_over(
+        self, owner: str, op_id: str | None, ttl_seconds: float, intent: Intent, token: int
+    ) -> Lease:
+        return self._hold(owner, op_id, ttl_seconds, intent, "#token = :token", {":token": token})
+
+    def _hold(
+        self,
+        owner: str,
+        op_id: str | None,
+        ttl_seconds: float,
+        intent: Intent,
+        condition: str,
+        values: Values,
+    ) -> Lease:
+        """One conditional update makes us the holder; the one before, if it never
+        released (taken over, expired or broken), is fenced."""
         now, expires = utcnow(), _later(ttl_seconds)
-        ok, lock = self._update(
+        ok, old = self._update(
             LOCK_KEY,
             "SET #owner = :owner, op_id = :op, acquired_at = :now, expires_at = :exp, "
-            "held = :true ADD #token :one",
-            "attribute_not_exists(pk) OR held = :false OR expires_at < :now",
-            {":owner": owner, ":op": op_id, ":now": now, ":exp": expires}
-            | {":true": True, ":false": False, ":one": 1},
-            returns="ALL_NEW",
+            "held = :true, intent = :intent, beat = :zero, fenced = :no ADD #token :one",
+            condition,
+            values
+            | {":owner": owner, ":op": op_id, ":now": now, ":exp": expires, ":true": True}
+            | {":intent": intent.value, ":zero": 0, ":no": False, ":one": 1},
+            returns="ALL_OLD",
         )
         if not ok:
-            raise LockHeld(lock_info(lock or self._lock_item()))
-        token = num(lock, "token")
+            current = old or self._lock_item()
+            if current.get("held", {}).get("BOOL"):
+                raise LockHeld(lock_info(current))
+            raise LockHeld(
+                LockInfo("nobody (it changed hands)", None, now, now, num(current, "token"))
+            )
+        token = num(old, "token") + 1
+        was_held = old.get("held", {}).get("BOOL") or old.get("fenced", {}).get("BOOL")
         self._remember_lease(token, owner, op_id, now)
-        return Lease(owner, op_id, token, expires)
+        return Lease(owner, op_id, token, expires, intent, lock_info(old) if was_held else None)
 
     def _remember_lease(self, token: int, owner: str, op_id: str | None, now: str) -> None:
         """Who got each token, kept a while for forensics (TTL); best effort."""
@@ -237,20 +271,30 @@ class DynamoDbStore:
             log.warning("lease history not written", token=token, error=str(exc))
 
     def renew(self, lease: Lease, ttl_seconds: float) -> Lease:
-        renewed = Lease(lease.owner, lease.op_id, lease.token, _later(ttl_seconds))
+        renewed = replace(lease, expires_at=_later(ttl_seconds))
         ok, lock = self._update(
             LOCK_KEY,
-            "SET expires_at = :exp",
+            "SET expires_at = :exp ADD beat :one",
             "#token = :token AND held = :true",
-            {":exp": renewed.expires_at, ":token": lease.token, ":true": True},
+            {":exp": renewed.expires_at, ":token": lease.token, ":true": True, ":one": 1},
         )
         if not ok:
             raise _lost(lease, lock)
         return renewed
 
+    def check(self, lease: Lease) -> None:
+        lock = self._lock_item()
+        if num(lock, "token") != lease.token:
+            raise _lost(lease, lock)
+
     def release(self, lease: Lease) -> None:
         # A failed condition means a newer holder has it: nothing of ours to release.
-        self._update(LOCK_KEY, "SET held = :false", "#token = :token", _released(lease.token))
+        self._update(
+            LOCK_KEY,
+            "SET held = :false, fenced = :false",
+            "#token = :token",
+            _released(lease.token),
+        )
 
     def lock_status(self) -> LockInfo | None:
         item = self._lock_item()
@@ -259,7 +303,9 @@ class DynamoDbStore:
     def break_lock(self, token: int) -> LockInfo | None:
         ok, old = self._update(
             LOCK_KEY,
-            "SET held = :false ADD #token :one",  # the next token fences the broken holder
+            # The next token fences the broken holder; its writes in flight may still land,
+            # so the next holder is told (fenced).
+            "SET held = :false, fenced = :true ADD #token :one",
             "held = :true AND #token = :token",
             _released(token) | {":true": True, ":one": 1},
             returns="ALL_OLD",
@@ -304,6 +350,20 @@ class DynamoDbStore:
             if len(found) >= limit:
                 break
         return found
+
+    def open_ops(self) -> list[Operation]:
+        unfinished = {f":s{i}": s.value for i, s in enumerate(OpStatus) if s.unfinished}
+        pages = self._pages(
+            "query",
+            IndexName=OPS_INDEX,
+            KeyConditionExpression="gsi1pk = :ops",
+            FilterExpression=f"#status IN ({', '.join(unfinished)})",
+            ExpressionAttributeNames={"#status": "status"},
+            ExpressionAttributeValues=attrs({":ops": "OPS"} | unfinished),
+        )
+        # The index is eventually consistent: read each op itself for its current status.
+        found = [self.get_op(text(item, "id")) for item in pages]
+        return [op for op in found if op is not None and op.status.unfinished]
 
     def set_op_status(self, op_id: str, status: OpStatus, lease: Lease | None) -> None:
         update, condition = "SET #status = :status", "attribute_exists(pk)"  # no half-made op

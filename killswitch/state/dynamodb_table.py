@@ -33,6 +33,7 @@ from killswitch.domain import (
     Access,
     Action,
     AuditEvent,
+    Intent,
     LedgerEntry,
     Operation,
     OpStatus,
@@ -149,6 +150,7 @@ def step_item(step: Step, token: int, stamp: int) -> Item:
             "result": step.result.value,
             "error": step.error,
             "observed": json.dumps(step.observed.to_json()) if step.observed else None,
+            "desired": json.dumps(step.desired.to_json()) if step.desired else None,
             "at": step.at or utcnow(),
             "token": token,
         }
@@ -156,7 +158,7 @@ def step_item(step: Step, token: int, stamp: int) -> Item:
 
 
 def to_step(item: Item) -> Step:
-    observed = opt_str(item, "observed")
+    observed, desired = opt_str(item, "observed"), opt_str(item, "desired")
     return Step(
         op_id=text(item, "pk")[3:],
         target_id=text(item, "target_id"),
@@ -164,6 +166,7 @@ def to_step(item: Item) -> Step:
         error=opt_str(item, "error"),
         at=text(item, "at"),
         observed=Access.from_json(json.loads(observed)) if observed else None,
+        desired=Access.from_json(json.loads(desired)) if desired else None,
     )
 
 
@@ -234,6 +237,8 @@ def lock_info(item: Item) -> LockInfo:
         acquired_at=opt_str(item, "acquired_at") or "?",
         expires_at=opt_str(item, "expires_at") or "?",
         token=num(item, "token"),
+        intent=Intent(opt_str(item, "intent") or Intent.OTHER.value),
+        beat=num(item, "beat"),
     )
 
 

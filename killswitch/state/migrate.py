@@ -36,6 +36,7 @@ RANK = {
     OpStatus.RUNNING: 1,
     OpStatus.PARTIAL: 2,
     OpStatus.COMPLETE: 3,
+    OpStatus.SUPERSEDED: 4,
 }
 
 

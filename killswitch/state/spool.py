@@ -22,7 +22,7 @@ import os
 import socket
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Any
 
@@ -31,6 +31,7 @@ from killswitch.domain import (
     Access,
     Action,
     AuditEvent,
+    Intent,
     LedgerEntry,
     Operation,
     OpStatus,
@@ -197,12 +198,22 @@ class SpoolStore:
             self._events.append(event_from_json(body))
 
     # -- lock: this machine only ----------------------------------------------
-    def acquire(self, owner: str, op_id: str | None, ttl_seconds: float) -> Lease:
+    def acquire(
+        self, owner: str, op_id: str | None, ttl_seconds: float, intent: Intent = Intent.OTHER
+    ) -> Lease:
         self._lock_file = machine_lock(self.folder, owner, op_id)
-        return Lease(owner, op_id, 0, "never (break-glass: a lock on this machine only)")
+        return Lease(owner, op_id, 0, "never (break-glass: a lock on this machine only)", intent)
+
+    def take_over(
+        self, owner: str, op_id: str | None, ttl_seconds: float, intent: Intent, token: int
+    ) -> Lease:
+        return self.acquire(owner, op_id, ttl_seconds, intent)  # nobody to take it from
 
     def renew(self, lease: Lease, ttl_seconds: float) -> Lease:
         return lease
+
+    def check(self, lease: Lease) -> None:
+        return None  # this machine's flock is held until the process ends
 
     def release(self, lease: Lease) -> None:
         if self._lock_file is not None:
@@ -227,6 +238,9 @@ class SpoolStore:
     def list_ops(self, limit: int = 50) -> list[Operation]:
         ops = sorted(self._ops.values(), key=lambda o: (o.created_at, o.id), reverse=True)
         return ops[:limit]
+
+    def open_ops(self) -> list[Operation]:
+        return [op for op in self._ops.values() if op.status.unfinished]
 
     def set_op_status(self, op_id: str, status: OpStatus, lease: Lease | None) -> None:
         self._append("status", {"op_id": op_id, "status": status.value})
@@ -346,23 +360,26 @@ def _with_status(op: Operation, status: OpStatus) -> Operation:
 
 
 def _stamped(step: Step) -> Step:
-    return Step(step.op_id, step.target_id, step.result, step.error, utcnow(), step.observed)
+    return replace(step, at=utcnow())
 
 
 def step_to_json(step: Step) -> dict[str, Any]:
-    observed = step.observed.to_json() if step.observed else None
-    return {
+    data = {
         "op_id": step.op_id,
         "target_id": step.target_id,
         "result": step.result.value,
         "error": step.error,
         "at": step.at,
-        "observed": observed,
+        "observed": step.observed.to_json() if step.observed else None,
     }
+    if step.desired is not None:
+        data["desired"] = step.desired.to_json()
+    return data
 
 
 def step_from_json(data: dict[str, Any]) -> Step:
     observed = Access.from_json(data["observed"]) if data["observed"] else None
+    desired = Access.from_json(data["desired"]) if data.get("desired") else None
     return Step(
         data["op_id"],
         data["target_id"],
@@ -370,6 +387,7 @@ def step_from_json(data: dict[str, Any]) -> Step:
         data["error"],
         data["at"],
         observed,
+        desired,
     )
 
 

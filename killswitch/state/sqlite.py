@@ -7,6 +7,7 @@ import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from killswitch.domain import (
     Access,
     Action,
     AuditEvent,
+    Intent,
     LedgerEntry,
     Operation,
     OpStatus,
@@ -28,7 +30,9 @@ from killswitch.state.base import Approval, JournalEntry, Lease, StateDump
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS lock (
   name TEXT PRIMARY KEY, owner TEXT, op_id TEXT, token INTEGER NOT NULL,
-  acquired_at TEXT, expires_at TEXT, held INTEGER NOT NULL
+  acquired_at TEXT, expires_at TEXT, held INTEGER NOT NULL,
+  intent TEXT NOT NULL DEFAULT 'other', beat INTEGER NOT NULL DEFAULT 0,
+  fenced INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS ops (
   id TEXT PRIMARY KEY, action TEXT NOT NULL, desired TEXT NOT NULL, target_ids TEXT NOT NULL,
@@ -37,7 +41,8 @@ CREATE TABLE IF NOT EXISTS ops (
 );
 CREATE TABLE IF NOT EXISTS steps (
   seq INTEGER PRIMARY KEY AUTOINCREMENT, op_id TEXT NOT NULL, target_id TEXT NOT NULL,
-  result TEXT NOT NULL, error TEXT, observed TEXT, at TEXT NOT NULL, token INTEGER NOT NULL
+  result TEXT NOT NULL, error TEXT, observed TEXT, at TEXT NOT NULL, token INTEGER NOT NULL,
+  desired TEXT
 );
 CREATE INDEX IF NOT EXISTS steps_by_op ON steps (op_id, target_id, seq);
 CREATE TABLE IF NOT EXISTS ledger (
@@ -56,6 +61,13 @@ CREATE TABLE IF NOT EXISTS audit_head (
 """
 
 LOCK_NAME = "apply"
+# Columns added after the first release: a state file made before them gets them on open.
+ADDED_COLUMNS = (
+    ("lock", "intent", "TEXT NOT NULL DEFAULT 'other'"),
+    ("lock", "beat", "INTEGER NOT NULL DEFAULT 0"),
+    ("lock", "fenced", "INTEGER NOT NULL DEFAULT 0"),
+    ("steps", "desired", "TEXT"),
+)
 
 
 def _later(seconds: float) -> str:
@@ -79,6 +91,10 @@ class SqliteStore:
             for statement in SCHEMA.split(";"):
                 if statement.strip():
                     db.execute(statement)
+            for table, column, kind in ADDED_COLUMNS:
+                have = {r["name"] for r in db.execute(f"PRAGMA table_info({table})")}
+                if column not in have:
+                    db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
             db.execute(
                 "INSERT OR IGNORE INTO audit_head (id, seq, hash) VALUES (1, 0, ?)", (GENESIS,)
             )
@@ -100,33 +116,68 @@ class SqliteStore:
             return list(self._db.execute(sql, args))
 
     # -- lock -------------------------------------------------------------
-    def acquire(self, owner: str, op_id: str | None, ttl_seconds: float) -> Lease:
+    def acquire(
+        self, owner: str, op_id: str | None, ttl_seconds: float, intent: Intent = Intent.OTHER
+    ) -> Lease:
         now = utcnow()
         with self._tx() as db:
             row = db.execute("SELECT * FROM lock WHERE name = ?", (LOCK_NAME,)).fetchone()
             if row is not None and row["held"] and row["expires_at"] > now:
                 raise LockHeld(_lock_info(row))
-            token = (row["token"] if row is not None else 0) + 1
-            lease = Lease(owner, op_id, token, _later(ttl_seconds))
-            db.execute(
-                "INSERT OR REPLACE INTO lock VALUES (?, ?, ?, ?, ?, ?, 1)",
-                (LOCK_NAME, owner, op_id, token, now, lease.expires_at),
-            )
+            return self._hold(db, row, owner, op_id, ttl_seconds, intent, now)
+
+    def take_over(
+        self, owner: str, op_id: str | None, ttl_seconds: float, intent: Intent, token: int
+    ) -> Lease:
+        now = utcnow()
+        with self._tx() as db:
+            row = db.execute("SELECT * FROM lock WHERE name = ?", (LOCK_NAME,)).fetchone()
+            if row is None or row["token"] != token:
+                if row is not None and row["held"]:
+                    raise LockHeld(_lock_info(row))
+                raise LockHeld(LockInfo("nobody (it changed hands)", None, now, now, token))
+            return self._hold(db, row, owner, op_id, ttl_seconds, intent, now)
+
+    def _hold(
+        self,
+        db: sqlite3.Connection,
+        row: sqlite3.Row | None,
+        owner: str,
+        op_id: str | None,
+        ttl_seconds: float,
+        intent: Intent,
+        now: str,
+    ) -> Lease:
+        """Make us the holder; the one before, if it never released, is fenced."""
+        fenced = _lock_info(row) if row is not None and (row["held"] or row["fenced"]) else None
+        token = (row["token"] if row is not None else 0) + 1
+        lease = Lease(owner, op_id, token, _later(ttl_seconds), intent, fenced)
+        db.execute(
+            "INSERT OR REPLACE INTO lock (name, owner, op_id, token, acquired_at, expires_at,"
+            " held, intent, beat, fenced) VALUES (?, ?, ?, ?, ?, ?, 1, ?, 0, 0)",
+            (LOCK_NAME, owner, op_id, token, now, lease.expires_at, intent.value),
+        )
         return lease
 
     def renew(self, lease: Lease, ttl_seconds: float) -> Lease:
-        renewed = Lease(lease.owner, lease.op_id, lease.token, _later(ttl_seconds))
+        renewed = replace(lease, expires_at=_later(ttl_seconds))
         with self._tx() as db:
             self._check_fence(db, lease)
             db.execute(
-                "UPDATE lock SET expires_at = ? WHERE name = ?", (renewed.expires_at, LOCK_NAME)
+                "UPDATE lock SET expires_at = ?, beat = beat + 1 WHERE name = ?",
+                (renewed.expires_at, LOCK_NAME),
             )
         return renewed
+
+    def check(self, lease: Lease) -> None:
+        with self._mutex:
+            self._check_fence(self._db, lease)
 
     def release(self, lease: Lease) -> None:
         with self._tx() as db:
             db.execute(
-                "UPDATE lock SET held = 0 WHERE name = ? AND token = ?", (LOCK_NAME, lease.token)
+                "UPDATE lock SET held = 0, fenced = 0 WHERE name = ? AND token = ?",
+                (LOCK_NAME, lease.token),
             )
 
     def lock_status(self) -> LockInfo | None:
@@ -138,8 +189,12 @@ class SqliteStore:
             row = db.execute("SELECT * FROM lock WHERE name = ?", (LOCK_NAME,)).fetchone()
             if row is None or not row["held"] or row["token"] != token:
                 return None
-            # Moving the token on fences the broken holder: its next write is refused.
-            db.execute("UPDATE lock SET held = 0, token = ? WHERE name = ?", (token + 1, LOCK_NAME))
+            # Moving the token on fences the broken holder: its next write is refused. Its
+            # writes in flight may still land: the next holder is told (fenced = 1).
+            db.execute(
+                "UPDATE lock SET held = 0, fenced = 1, token = ? WHERE name = ?",
+                (token + 1, LOCK_NAME),
+            )
         return _lock_info(row)
 
     def _check_fence(self, db: sqlite3.Connection, lease: Lease) -> None:
@@ -163,6 +218,12 @@ class SqliteStore:
         rows = self._read("SELECT * FROM ops ORDER BY created_at DESC, id LIMIT ?", (limit,))
         return [_op(r) for r in rows]
 
+    def open_ops(self) -> list[Operation]:
+        unfinished = [s.value for s in OpStatus if s.unfinished]
+        marks = ", ".join("?" * len(unfinished))
+        rows = self._read(f"SELECT * FROM ops WHERE status IN ({marks})", unfinished)
+        return [_op(r) for r in rows]
+
     def set_op_status(self, op_id: str, status: OpStatus, lease: Lease | None) -> None:
         with self._tx() as db:
             if lease is not None:
@@ -173,17 +234,7 @@ class SqliteStore:
         with self._tx() as db:
             self._check_fence(db, lease)
             db.execute(
-                "INSERT INTO steps (op_id, target_id, result, error, observed, at, token)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (
-                    step.op_id,
-                    step.target_id,
-                    step.result.value,
-                    step.error,
-                    json.dumps(step.observed.to_json()) if step.observed else None,
-                    step.at or utcnow(),
-                    lease.token,
-                ),
+                STEP_INSERT, _step_row(step if step.at else replace(step, at=utcnow()), lease.token)
             )
 
     def steps(self, op_id: str) -> dict[str, Step]:
@@ -289,22 +340,7 @@ class SqliteStore:
                 raise UsageError(f"{self.path} already holds state; import needs an empty store")
             for op in dump.ops:
                 _insert_op(db, op)
-            db.executemany(
-                "INSERT INTO steps (op_id, target_id, result, error, observed, at, token)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        e.step.op_id,
-                        e.step.target_id,
-                        e.step.result.value,
-                        e.step.error,
-                        json.dumps(e.step.observed.to_json()) if e.step.observed else None,
-                        e.step.at,
-                        e.token,
-                    )
-                    for e in dump.journal
-                ],
-            )
+            db.executemany(STEP_INSERT, [_step_row(e.step, e.token) for e in dump.journal])
             db.executemany(
                 "INSERT INTO ledger VALUES (?, ?, ?, ?)",
                 [
@@ -353,7 +389,36 @@ def _lock_info(row: sqlite3.Row) -> LockInfo:
         acquired_at=row["acquired_at"],
         expires_at=row["expires_at"],
         token=row["token"],
+        intent=Intent(row["intent"]),
+        beat=row["beat"],
     )
+
+
+STEP_INSERT = (
+    "INSERT INTO steps (op_id, target_id, result, error, observed, at, token, desired)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def _step_row(step: Step, token: int) -> tuple[object, ...]:
+    return (
+        step.op_id,
+        step.target_id,
+        step.result.value,
+        step.error,
+        _access_json(step.observed),
+        step.at,
+        token,
+        _access_json(step.desired),
+    )
+
+
+def _access_json(access: Access | None) -> str | None:
+    return json.dumps(access.to_json()) if access is not None else None
+
+
+def _access(text: str | None) -> Access | None:
+    return Access.from_json(json.loads(text)) if text else None
 
 
 def _op(row: sqlite3.Row) -> Operation:
@@ -373,9 +438,14 @@ def _op(row: sqlite3.Row) -> Operation:
 
 
 def _step(row: sqlite3.Row) -> Step:
-    observed = Access.from_json(json.loads(row["observed"])) if row["observed"] else None
     return Step(
-        row["op_id"], row["target_id"], StepResult(row["result"]), row["error"], row["at"], observed
+        row["op_id"],
+        row["target_id"],
+        StepResult(row["result"]),
+        row["error"],
+        row["at"],
+        _access(row["observed"]),
+        _access(row["desired"]),
     )
 
 

@@ -132,6 +132,10 @@ class AwsProvider:
                 )
             return self._clients
 
+    def call_bound_seconds(self) -> float:
+        """A call's connect and read timeouts, end to end (providers/aws/session.py)."""
+        return min(5.0, self.config.timeout_seconds) + self.config.timeout_seconds
+
     @property
     def limits(self) -> RateLimits:
         with self._lock:
@@ -168,6 +172,8 @@ class AwsProvider:
             target.account, service, GLOBAL if service == "iam" else region, kind
         )
         bucket.acquire()
+        if kind == "write" and ctx is not None:
+            ctx.fence()  # after any wait for the rate limit: right before the request
         try:
             with aws_call(what):
                 result = fn(client)

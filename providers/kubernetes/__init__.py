@@ -87,12 +87,21 @@ class KubernetesProvider:
         where = "in-cluster" if self.config.in_cluster else f"context {self.config.context}"
         return f"{self.name} ({where})"
 
-    def call(self, what: str, fn: Callable[[Apis], Any]) -> Obj:
-        """One API call on this cluster; its JSON reply, or a classified error."""
+    def call(
+        self, what: str, fn: Callable[[Apis], Any], *, fence: Callable[[], None] | None = None
+    ) -> Obj:
+        """One API call on this cluster; its JSON reply, or a classified error. A write
+        passes its op's ``fence``, checked right before the request goes out."""
         from providers.kubernetes.client import connect, request
 
         with self._lock:
             if self._apis is None:
                 self._apis = connect(self.name, self.config)
             apis = self._apis
+        if fence is not None:
+            fence()
         return request(apis, f"{what} in {self.cluster}", fn)
+
+    def call_bound_seconds(self) -> float:
+        """A request's connect and read timeouts, end to end."""
+        return 2 * self.config.timeout_seconds

@@ -89,6 +89,7 @@ class ConfigMapFlag:
             self.provider.call(  # 409 AlreadyExists: someone created it first; read again
                 f"create configmap {where}",
                 lambda k: k.core.create_namespaced_config_map(ns, body, **k.raw),
+                fence=ctx.fence,
             )
             return
         patch = {
@@ -98,6 +99,7 @@ class ConfigMapFlag:
         self.provider.call(
             f"patch configmap {where} keys {', '.join(sorted(data))}",
             lambda k: k.core.patch_namespaced_config_map(self.configmap, ns, patch, **k.raw),
+            fence=ctx.fence,
         )
 
     def _read(self, ns: str) -> Obj | None:

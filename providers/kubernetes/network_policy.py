@@ -94,6 +94,7 @@ class NetworkPolicyLever:
                 self.provider.call(  # 409 AlreadyExists: someone created it first; read again
                     f"create networkpolicy {ns}/{name}",
                     lambda k: k.networking.create_namespaced_network_policy(ns, body, **k.raw),
+                    fence=ctx.fence,
                 )
             return
         self._check_ours(ns, policy)
@@ -114,6 +115,7 @@ class NetworkPolicyLever:
                     lambda k: k.networking.delete_namespaced_network_policy(
                         name, ns, body=options, **k.raw
                     ),
+                    fence=ctx.fence,
                 )
             return
         body = self._body(name, model, desired, ctx)
@@ -121,6 +123,7 @@ class NetworkPolicyLever:
         self.provider.call(
             f"update networkpolicy {ns}/{name}",
             lambda k: k.networking.replace_namespaced_network_policy(name, ns, body, **k.raw),
+            fence=ctx.fence,
         )
 
     def _body(self, name: str, model: str, desired: Access, ctx: ApplyContext) -> Obj:

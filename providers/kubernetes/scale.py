@@ -149,7 +149,8 @@ class Scale:
         drifted = [
             found
             for w in workloads
-            if w.state in ("down", "drift") and (found := self._guarded(w, self._restore))
+            if w.state in ("down", "drift")
+            and (found := self._guarded(w, partial(self._restore, ctx=ctx)))
         ]
         if drifted:
             raise ScaleDrift(drifted)
@@ -201,20 +202,25 @@ class Scale:
         record: dict[str, str | None] = {BY_OP: ctx.op_id}
         if w.before is None:  # drift being revoked again keeps the count from before the incident
             record[BEFORE] = str(w.replicas)
-        self._patch(w, 0, record, f"scale {w.ref} from {w.replicas} to 0")
+        self._patch(w, 0, record, f"scale {w.ref} from {w.replicas} to 0", ctx)
 
-    def _restore(self, w: Workload) -> Workload | None:
+    def _restore(self, w: Workload, ctx: ApplyContext) -> Workload | None:
         """The recorded count back, annotations gone; a workload in drift is returned, untouched."""
         if w.state == "drift":
             return w
         if w.state != "down" or w.before is None:
             return None
         gone: dict[str, str | None] = {key: None for key in (BEFORE, BY_OP)}
-        self._patch(w, w.before, gone, f"scale {w.ref} from 0 back to {w.before}")
+        self._patch(w, w.before, gone, f"scale {w.ref} from 0 back to {w.before}", ctx)
         return None
 
     def _patch(
-        self, w: Workload, replicas: int, annotations: dict[str, str | None], what: str
+        self,
+        w: Workload,
+        replicas: int,
+        annotations: dict[str, str | None],
+        what: str,
+        ctx: ApplyContext,
     ) -> None:
         # Carrying the resourceVersion makes the server refuse (409) a stale decision.
         ops: list[Obj] = [
@@ -238,6 +244,7 @@ class Scale:
             lambda k: getattr(k.apps, method)(
                 w.name, w.namespace, ops, _content_type=JSON_PATCH, **k.raw
             ),
+            fence=ctx.fence,
         )
 
     def _fresh(self, seen: Workload) -> Workload | None:

@@ -119,6 +119,10 @@ class PartnerProvider:
     def mechanism(self, name: str) -> Mechanism:
         return self._levers.get(name)
 
+    def call_bound_seconds(self) -> float:
+        """A request's connect and read timeouts, end to end."""
+        return min(5.0, self.config.timeout_seconds) + self.config.timeout_seconds
+
     def secret(self) -> bytes:
         """The shared secret, read when first needed; errors never include it."""
         if self.config.secret_env is not None:

@@ -149,6 +149,7 @@ class AccessApi:
         if desired.posture is Posture.RESTRICTED:
             body["audience"] = list(desired.audience)
         key = f"{ctx.op_id}:{self.provider.name}/{target.region}/{target.model}"
+        ctx.fence()
         reply = self.request("PUT", self._path(target), body=body, idempotency_key=key)
         if reply.status == 202:
             self._follow(reply, target)

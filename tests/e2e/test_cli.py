@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
-import time
 
 from tests.conftest import MODELS, NON_US, US, Workspace, killswitch_command
 from tests.support.faultproxy import FaultProxy, for_action
+from tests.support.processes import stderr_so_far, wait_for
 
 
 def _run(*args: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
@@ -134,7 +135,7 @@ def test_end_to_end_revoke_status_and_drift_as_a_user(ws: Workspace) -> None:
     assert all(ws.posture(r, m) == "revoked" for r in NON_US for m in MODELS)
 
 
-def test_two_concurrent_applies_one_exits_4_naming_the_holder(
+def test_a_second_revoke_told_not_to_wait_exits_4_naming_the_holder(
     faulty_ws: Workspace, proxy: FaultProxy
 ) -> None:
     ws = faulty_ws
@@ -142,17 +143,16 @@ def test_two_concurrent_applies_one_exits_4_naming_the_holder(
     hold = proxy.add(for_action("PutParameter"), fault="hold")
     args = ("revoke", "-m", "all", "--reason", "export order", "--yes")
     first = ws.spawn(*args, actor="alice")
-    deadline = time.monotonic() + 60
-    while proxy.count("PutParameter") == 0 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for(lambda: proxy.count("PutParameter") > 0, "the first apply's writes")
 
-    second = ws.spawn(*args, actor="bob")
+    second = ws.spawn(*args, "--lock-timeout", "0", actor="bob")
     _, loser_err = second.communicate(timeout=120)
     hold.gate.set()
     first.communicate(timeout=120)
 
     assert (first.returncode, second.returncode) == (0, 4), loser_err
     assert "lock held by alice since" in loser_err
+    assert "a tightening op" in loser_err
     assert "op-" in loser_err
     assert all(ws.posture(r, m) == "revoked" for r in US + NON_US for m in MODELS)
     # Every target was written exactly once: the applies never interleaved.
@@ -162,25 +162,46 @@ def test_two_concurrent_applies_one_exits_4_naming_the_holder(
     assert [e["actor"] for e in events if e["kind"] == "op.requested"] == ["alice"]
 
 
-def test_killed_apply_is_finished_by_resume(faulty_ws: Workspace, proxy: FaultProxy) -> None:
+def test_a_second_revoke_waits_for_the_first_then_reads_everything_closed(
+    faulty_ws: Workspace, proxy: FaultProxy
+) -> None:
     ws = faulty_ws
-    ws.write_inventory(policy={"lock": {"ttl_seconds": 3}})
+    hold = proxy.add(for_action("PutParameter"), fault="hold")
+    first = ws.spawn("revoke", "-m", "all", "--reason", "order", "--yes", actor="alice")
+    wait_for(lambda: proxy.count("PutParameter") > 0, "the first apply's writes")
+    second = ws.spawn("revoke", "-s", "outside-us", "--reason", "order", "--yes", "-o", "json")
+    wait_for(lambda: b"waiting" in stderr_so_far(second), "the second revoke to wait", second)
+
+    hold.gate.set()
+    out, err = second.communicate(timeout=120)
+    first.communicate(timeout=120)
+
+    assert (first.returncode, second.returncode) == (0, 0), err
+    # Read under the lock, after the first finished: nothing left to change, nothing guessed.
+    report = json.loads(out)
+    assert report["status"] == "nothing-to-do"
+    assert {t["result"] for t in report["targets"]} == {"no-change"}
+    assert proxy.count("PutParameter") == len(MODELS) * len(US + NON_US)
+
+
+def test_a_killed_revoke_is_finished_by_resume_without_waiting_out_its_lease(
+    faulty_ws: Workspace, proxy: FaultProxy
+) -> None:
+    ws = faulty_ws
+    # A lease an hour long: only the dead holder's stopped heartbeat can free it in time.
+    ws.write_inventory(policy={"lock": {"ttl_seconds": 3600, "heartbeat_seconds": 0.2}})
     proxy.add(for_action("PutParameter"), fault="delay", times=3)  # three writes go through …
     hold = proxy.add(for_action("PutParameter"), fault="hold")  # … the fourth hangs
     process = ws.spawn("revoke", "-m", "all", "--reason", "r", "--yes")
-    deadline = time.monotonic() + 60
-    while hold.fired == 0 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for(lambda: hold.fired > 0, "the fourth write")
     process.kill()  # SIGKILL mid-apply: no cleanup, lock still held, steps half-journaled
     process.communicate()
     hold.gate.set()
     proxy.clear()
     ops = ws.run("ops", "list", "-o", "json").json()["ops"]
     assert [o["status"] for o in ops] == ["running"]
-    assert ws.run("ops", "resume", ops[0]["id"], "--yes").code == 4  # the dead holder's lease
 
-    time.sleep(3.2)  # the lease (ttl 3 s in this inventory) expires; resume takes over
-    result = ws.run("ops", "resume", ops[0]["id"], "--yes", "-o", "json")
+    result = ws.run("ops", "resume", ops[0]["id"], "--yes", "-o", "json", actor="bob")
 
     assert result.code == 0, result.stderr
     assert {t["result"] for t in result.json()["targets"]} <= {"verified", "skipped"}

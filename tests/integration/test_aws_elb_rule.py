@@ -263,18 +263,21 @@ def test_restrict_is_refused_at_plan_time(faulty_ws: Workspace, proxy: FaultProx
     ws = faulty_ws
     albs = fleet(ws)
 
-    result = ws.run("restrict", "-m", "all", "-a", "us-person", "--reason", "order", "--yes")
+    result = ws.run(
+        "restrict", "-m", "all", "-a", "us-person", "--reason", "order", "--yes", "-o", "json"
+    )
     plan = ws.run("plan", "restrict", "-m", "all", "-a", "us-person", "-o", "json")
 
-    assert plan.code == 64
-    assert plan.json()["status"] == "blocked"
+    assert plan.code == 3
+    assert plan.json()["status"] == "refused"
     assert {t["result"] for t in plan.json()["targets"]} == {"unsupported"}
-    assert result.code == 64
-    assert "cannot express restricted" in result.stderr
-    assert "nothing was changed" in result.stderr
+    assert result.code == 3
+    rows = {t["id"]: t for t in result.json()["targets"]}
+    assert {r["result"] for r in rows.values()} == {"refused"}
+    assert all("cannot express restricted" in r["error"] for r in rows.values())
     for region in REGIONS:
         for model in MODELS:
-            assert f"aws:aws-prod/{region}/elb-rule/{model}" in result.stderr
+            assert f"aws:aws-prod/{region}/elb-rule/{model}" in rows
     assert proxy.count("CreateRule") == 0
     assert proxy.count("DeleteRule") == 0
     assert all(rules(ws, r, a.listeners[0]) == {} for r, a in albs.items())

@@ -160,16 +160,19 @@ def test_restore_switches_back_to_the_previous_version(bedrock: Workspace) -> No
 
 def test_versions_stay_within_iams_limit_of_five(bedrock: Workspace) -> None:
     arn = policy_arn(ACCOUNTS[1], "mythos-5")
-    for i, audience in enumerate(["a1", "a2", "a3", "a4", "a5", "a6", "a7"]):
+    # Seven restricts, each narrower than the last (restrict only ever tightens): seven
+    # new policy versions.
+    for i in range(7):
+        audiences = [arg for n in range(1, 8 - i) for arg in ("-a", f"a{n}")]
         result = bedrock.run(
-            "restrict", "-m", "mythos-5", "-a", audience, "--reason", f"step {i}", "--yes"
+            "restrict", "-m", "mythos-5", *audiences, "--reason", f"step {i}", "--yes"
         )
         assert result.code == 0, result.stdout
 
     iam = iam_in(bedrock, ACCOUNTS[1])
     assert len(iam.list_policy_versions(PolicyArn=arn)["Versions"]) <= 5
     condition = statements(iam, arn)["KillswitchUsEast1"]["Condition"]
-    assert condition["StringNotEquals"]["aws:PrincipalTag/killswitch-audience"] == ["a7"]
+    assert condition["StringNotEquals"]["aws:PrincipalTag/killswitch-audience"] == ["a1"]
 
 
 def test_other_policies_are_never_touched(bedrock: Workspace) -> None:

@@ -344,14 +344,28 @@ def test_revoke_closes_every_lever_in_both_clusters_and_aws_in_one_op(fleet: Fle
     }
 
 
-def test_restrict_where_supported_then_restore_every_count_exactly(fleet: Fleet) -> None:
+def test_restrict_keeps_revoked_then_restore_to_an_audience_and_every_count_exactly(
+    fleet: Fleet,
+) -> None:
     fleet.run("revoke", "-m", "all", "--reason", "order", "--yes")
     restrict = fleet.run(
         "restrict", "-m", "all", "-a", "us-person", "--target", "!*/scale/*",
+        "--reason", "order", "--yes", "-o", "json",
+    )  # fmt: skip
+
+    # restrict only tightens: what is revoked stays revoked.
+    assert restrict.code == 0, restrict.stdout + restrict.stderr
+    assert {t["result"] for t in restrict.json()["targets"]} == {"kept"}
+    for model in MODELS:
+        assert set(everything(fleet, model).values()) == {"revoked"}
+
+    # Loosening revoked to us-person is a restore (this fleet's policy: one approval).
+    loosen = fleet.run(
+        "restore", "-m", "all", "-a", "us-person", "--target", "!*/scale/*",
         "--reason", "order", "--yes",
     )  # fmt: skip
 
-    assert restrict.code == 0, restrict.stdout + restrict.stderr
+    assert loosen.code == 0, loosen.stdout + loosen.stderr
     for model in MODELS:
         held = everything(fleet, model)
         assert set(held.values()) == {"restricted"}, held
@@ -387,16 +401,24 @@ def test_restrict_where_supported_then_restore_every_count_exactly(fleet: Fleet)
 
 
 def test_restrict_is_refused_where_scale_cannot_express_it(fleet: Fleet) -> None:
-    result = fleet.run("restrict", "-m", "mythos-5", "-a", "us-person", "--reason", "r", "--yes")
+    result = fleet.run(
+        "restrict", "-m", "mythos-5", "-a", "us-person", "--reason", "r", "--yes", "-o", "json"
+    )
 
-    assert result.code == 64, result.stdout + result.stderr
-    assert "kubernetes:k8s-eu/eu-west-1/scale/mythos-5" in result.stderr
-    assert "kubernetes:k8s-us/us-east-1/scale/mythos-5" in result.stderr
-    assert "cannot express restricted" in result.stderr
-    assert set(everything(fleet, "mythos-5").values()) == {"open"}  # nothing was changed
+    assert result.code == 3, result.stdout + result.stderr
+    rows = {t["id"]: t for t in result.json()["targets"]}
+    for scale in ("k8s-eu/eu-west-1", "k8s-us/us-east-1"):
+        row = rows[f"kubernetes:{scale}/scale/mythos-5"]
+        assert row["result"] == "refused"
+        assert "cannot express restricted" in row["error"]
+    # The levers that can restrict did; the scale lever wrote nothing.
+    assert {r["result"] for r in rows.values()} == {"refused", "verified"}
+    assert set(everything(fleet, "mythos-5").values()) == {"restricted"}
 
 
-def test_an_autoscaler_on_a_workload_refuses_the_revoke_naming_the_target(fleet: Fleet) -> None:
+def test_an_autoscaler_refuses_its_target_and_the_revoke_closes_everything_else(
+    fleet: Fleet,
+) -> None:
     hpa = {
         "metadata": {"name": "mythos-api"},
         "spec": {
@@ -407,21 +429,20 @@ def test_an_autoscaler_on_a_workload_refuses_the_revoke_naming_the_target(fleet:
     }
     fleet.eu.create("HorizontalPodAutoscaler", "serving", hpa)
 
-    refused = fleet.run("revoke", "-m", "mythos-5", "--reason", "r", "--yes")
+    result = fleet.run("revoke", "-m", "mythos-5", "--reason", "r", "--yes", "-o", "json")
 
-    assert refused.code == 64, refused.stdout + refused.stderr
-    assert "kubernetes:k8s-eu/eu-west-1/scale/mythos-5" in refused.stderr
+    assert result.code == 3, result.stdout + result.stderr
+    report = result.json()
+    assert report["status"] == "partial"
+    rows = {t["id"]: t for t in report["targets"]}
+    refused = rows["kubernetes:k8s-eu/eu-west-1/scale/mythos-5"]
     serving = fleet.eu.ns["serving"]
-    assert f"HorizontalPodAutoscaler {serving}/mythos-api" in refused.stderr
-    assert "k8s-us/us-east-1/scale" not in refused.stderr  # no autoscaler there
-    assert set(everything(fleet, "mythos-5").values()) == {"open"}  # nothing was changed
-    assert fleet.eu.replicas("serving", "mythos-api") == 3
-
-    # Leaving that one lever out, the rest of the switch still closes.
-    narrowed = fleet.run(
-        "revoke", "-m", "mythos-5", "--target", "!*k8s-eu/*/scale/*", "--reason", "r", "--yes"
-    )
-    assert narrowed.code == 0, narrowed.stdout + narrowed.stderr
+    assert refused["result"] == "refused"
+    assert f"HorizontalPodAutoscaler {serving}/mythos-api" in refused["error"]
+    others = {r["result"] for i, r in rows.items() if i != refused["id"]}
+    assert others == {"verified"}  # the autoscaler held up nothing else
+    assert "ops resume" in report["message"]
+    # Every other lever is closed at the servers; the autoscaled workload still serves.
     assert set(everything(fleet, "mythos-5").values()) == {"revoked"}
     assert fleet.eu.replicas("serving", "mythos-api") == 3
     assert fleet.us.replicas("serving", "mythos-api") == 0

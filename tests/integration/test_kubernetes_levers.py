@@ -301,7 +301,8 @@ def test_the_printed_roles_allow_every_call_the_levers_made_and_no_more(fleet: F
     for kind, name in (("Deployment", "mythos-api"), ("StatefulSet", "mythos-cache")):
         # Someone else writes too: the conflict path's reads must be allowed as well.
         racing(fleet.us).race("PATCH", rf"/{kind.lower()}s/{name}$", kind, name)
-    fleet.run("revoke", "-m", "all", "--reason", "r", "--yes")
+    # restrict, then revoke (which tightens what restrict wrote), then restore: every
+    # kind of write each lever makes.
     fleet.run(
         "restrict",
         "-m",
@@ -314,6 +315,7 @@ def test_the_printed_roles_allow_every_call_the_levers_made_and_no_more(fleet: F
         "r",
         "--yes",
     )
+    fleet.run("revoke", "-m", "all", "--reason", "r", "--yes")
     fleet.run("restore", "-m", "all", "--reason", "r", "--yes")
     inv = inventory.load(fleet.ws.inventory)
 

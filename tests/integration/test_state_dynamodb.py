@@ -81,13 +81,16 @@ def verified_chain(store: StateStore) -> list[Any]:
 # -- many operators, one lock ----------------------------------------------------------------
 
 
-def test_four_racing_revokes_apply_one_at_a_time_and_the_others_exit_4(
+def test_four_racing_revokes_told_not_to_wait_apply_one_at_a_time_and_the_others_exit_4(
     faulty_ws: Workspace, proxy: FaultProxy, table: str
 ) -> None:
     ws = faulty_ws
     ws.write_inventory(state=table)
     hold = proxy.add(for_action("PutParameter"), fault="hold")  # the winner waits inside the lock
-    racers = {name: ws.spawn(*REVOKE, actor=name) for name in ("ann", "ben", "cat", "dan")}
+    racers = {
+        name: ws.spawn(*REVOKE, "--lock-timeout", "0", actor=name)
+        for name in ("ann", "ben", "cat", "dan")
+    }
 
     wait_for(lambda: proxy.count("PutParameter") > 0, "the winner's first write")
     wait_for(lambda: sum(p.poll() is not None for p in racers.values()) == 3, "three losers")
@@ -113,11 +116,14 @@ def test_four_racing_revokes_apply_one_at_a_time_and_the_others_exit_4(
 # -- a holder that dies, or stalls -------------------------------------------------------------
 
 
-def test_killed_holder_lease_expires_the_next_run_takes_over_and_its_token_is_fenced(
+def test_killed_holder_is_taken_over_once_its_heartbeat_stops_and_its_token_is_fenced(
     faulty_ws: Workspace, proxy: FaultProxy, table: str
 ) -> None:
     ws = faulty_ws
-    ws.write_inventory(state=table, policy={"lock": {"ttl_seconds": 2}})
+    # A lease an hour long: only the stopped heartbeat can prove the holder dead in time.
+    ws.write_inventory(
+        state=table, policy={"lock": {"ttl_seconds": 3600, "heartbeat_seconds": 0.2}}
+    )
     proxy.add(for_action("PutParameter"), fault="delay", times=3)  # three writes go through …
     hold = proxy.add(for_action("PutParameter"), fault="hold")  # … the fourth hangs
     holder = ws.spawn(*REVOKE)
@@ -130,8 +136,6 @@ def test_killed_holder_lease_expires_the_next_run_takes_over_and_its_token_is_fe
     hold.gate.set()
     proxy.clear()
     op = seen.json()["op_id"]
-    assert ws.run("ops", "resume", op, "--yes").code == 4  # its lease is still live
-    time.sleep(2.2)  # … and then expires
     taken = ws.run("ops", "resume", op, "--yes", "-o", "json", actor="bob")
 
     assert taken.code == 0, taken.stderr
@@ -150,15 +154,16 @@ def test_stalled_holder_wakes_after_a_takeover_and_every_write_it_tries_is_refus
     faulty_ws: Workspace, proxy: FaultProxy, table: str
 ) -> None:
     ws = faulty_ws
-    ws.write_inventory(state=table, policy={"lock": {"ttl_seconds": 2}})
+    ws.write_inventory(
+        state=table, policy={"lock": {"ttl_seconds": 3600, "heartbeat_seconds": 0.2}}
+    )
     hold = proxy.add(for_action("PutParameter"), fault="hold", times=1)
     stalled = ws.spawn(*REVOKE, actor="alice")
     wait_for(lambda: hold.fired > 0, "the first write of the holder")
     op = ws.run("lock", "status", "-o", "json").json()["op_id"]
     stalled.send_signal(signal.SIGSTOP)  # a frozen laptop: no heartbeat, no writes
     try:
-        time.sleep(2.3)
-        taken = ws.run("ops", "resume", op, "--yes", actor="bob")
+        taken = ws.run("ops", "resume", op, "--yes", actor="bob")  # its heartbeat stopped
         assert taken.code == 0, taken.stderr
         old_token_steps = [i for i in items(table, f"OP#{op}") if i["sk"]["S"].startswith("STEP#")]
         old_token_steps = [i for i in old_token_steps if i["token"]["N"] == "1"]
