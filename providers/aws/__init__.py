@@ -36,6 +36,10 @@ GLOBAL = "global"  # the region key of global services (IAM)
 THROTTLE_HINTS = ("Throttl", "Rate exceeded", "TooManyRequests", "RequestLimitExceeded", "SlowDown")
 
 
+def _unfenced() -> None:
+    """Reads need no fence."""
+
+
 class AwsProvider:
     type: ClassVar[str] = "aws"
     config_model: ClassVar[builtins.type[BaseModel]] = AwsConfig
@@ -163,7 +167,7 @@ class AwsProvider:
         Global services (IAM) use us-east-1 and one bucket per account.
         """
         from providers.aws.errors import aws_call
-        from providers.aws.session import session_name
+        from providers.aws.session import fenced, session_name
 
         region = "us-east-1" if service == "iam" else target.region
         name = session_name(ctx.actor if ctx else None, ctx.op_id if ctx else None)
@@ -172,10 +176,8 @@ class AwsProvider:
             target.account, service, GLOBAL if service == "iam" else region, kind
         )
         bucket.acquire()
-        if kind == "write" and ctx is not None:
-            ctx.fence()  # after any wait for the rate limit: right before the request
         try:
-            with aws_call(what):
+            with aws_call(what), fenced(ctx.fence if kind == "write" and ctx else _unfenced):
                 result = fn(client)
         except RetryableError as exc:
             if any(hint in str(exc) for hint in THROTTLE_HINTS):

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import boto3
@@ -30,6 +32,26 @@ def client_config(timeout: float) -> Config:
 
 
 OBSERVER = "killswitch-observe"
+
+_writing = threading.local()
+
+
+@contextmanager
+def fenced(fence: Callable[[], None]) -> Iterator[None]:
+    """Within this block, every request this thread sends is preceded by ``fence()``."""
+    _writing.fence = fence
+    try:
+        yield
+    finally:
+        _writing.fence = None
+
+
+def _fence_before_send(**_: Any) -> None:
+    """botocore's last hook before the bytes go out: a write checks its op still holds
+    the lock here, as late as it can (a retry of the request checks again)."""
+    fence = getattr(_writing, "fence", None)
+    if fence is not None:
+        fence()
 
 
 def session_name(actor: str | None, op_id: str | None) -> str:
@@ -77,6 +99,7 @@ class Clients:
                     config=self.config,
                     **credentials,
                 )
+                client.meta.events.register("before-send", _fence_before_send)
                 self._clients[key] = client
         return client
 
