@@ -423,11 +423,14 @@ class Runner:
         return outcome(status, code, report.op_id, report.message or report.status)
 
     def _mismatches(self, select: Selector, want: Access) -> list[str]:
+        """Targets that do not hold ``want``. A closed posture is held by anything at
+        least as tight (a revoked region passes a check for restricted); open only by
+        open."""
         report = self.switch.status(select)
         return [
             f"{row.target.id} is {row.observed or 'unreadable'}"
             for row in report.rows
-            if row.observed != want
+            if not _holds(row.observed, want)
         ]
 
     def _seconds(self, text: str | None) -> float | None:
@@ -460,6 +463,14 @@ class Runner:
                     detail=f"still waiting after {step.timeout or '10m'}: {wrong[0]}",
                 )
             time.sleep(pause)
+
+
+def _holds(observed: Access | None, want: Access) -> bool:
+    if observed is None:
+        return False
+    if want.posture is Posture.OPEN:
+        return observed == want
+    return observed.at_least_as_tight_as(want)
 
 
 def find_run(events: Sequence[Any], run_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:

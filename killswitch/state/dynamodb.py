@@ -38,6 +38,7 @@ from killswitch.state.base import Approval, Lease, StateDump, StoreUnreachable
 from killswitch.state.dynamodb_table import (
     HEAD_KEY,
     LOCK_KEY,
+    OPEN_OPS,
     OPS_INDEX,
     TTL_ATTRIBUTE,
     Item,
@@ -52,6 +53,7 @@ from killswitch.state.dynamodb_table import (
     num,
     op_item,
     op_key,
+    open_marker,
     opt_str,
     read_dump,
     step_item,
@@ -329,6 +331,8 @@ class DynamoDbStore:
 
     # -- operations and journal --------------------------------------------
     def create_op(self, op: Operation) -> None:
+        if op.status.unfinished:  # listed first: an op is never unfinished yet unlisted
+            self._call("put_item", Item=open_marker(op.id))
         self._put_new(op_item(op))
 
     def get_op(self, op_id: str) -> Operation | None:
@@ -352,31 +356,26 @@ class DynamoDbStore:
         return found
 
     def open_ops(self) -> list[Operation]:
-        unfinished = {f":s{i}": s.value for i, s in enumerate(OpStatus) if s.unfinished}
-        pages = self._pages(
-            "query",
-            IndexName=OPS_INDEX,
-            KeyConditionExpression="gsi1pk = :ops",
-            FilterExpression=f"#status IN ({', '.join(unfinished)})",
-            ExpressionAttributeNames={"#status": "status"},
-            ExpressionAttributeValues=attrs({":ops": "OPS"} | unfinished),
-        )
-        # The index is eventually consistent: read each op itself for its current status.
-        found = [self.get_op(text(item, "id")) for item in pages]
+        found = [self.get_op(text(item, "sk")) for item in self._query(OPEN_OPS)]
         return [op for op in found if op is not None and op.status.unfinished]
 
     def set_op_status(self, op_id: str, status: OpStatus, lease: Lease | None) -> None:
         update, condition = "SET #status = :status", "attribute_exists(pk)"  # no half-made op
         if lease is None:
             self._update(op_key(op_id), update, condition, {":status": status.value})
-            return
-        action = {"TableName": self.table, "Key": op_key(op_id), "UpdateExpression": update}
-        action |= {
-            "ConditionExpression": condition,
-            "ExpressionAttributeNames": {"#status": "status"},
-            "ExpressionAttributeValues": attrs({":status": status.value}),
-        }
-        self._writer.solo(lease, [self._fence(lease.token), {"Update": action}])
+        else:
+            action = {"TableName": self.table, "Key": op_key(op_id), "UpdateExpression": update}
+            action |= {
+                "ConditionExpression": condition,
+                "ExpressionAttributeNames": {"#status": "status"},
+                "ExpressionAttributeValues": attrs({":status": status.value}),
+            }
+            self._writer.solo(lease, [self._fence(lease.token), {"Update": action}])
+        marker = open_marker(op_id)
+        if status.unfinished:
+            self._call("put_item", Item=marker)
+        else:  # best effort: open_ops reads each listed op's own status anyway
+            self._call("delete_item", Key={"pk": marker["pk"], "sk": marker["sk"]})
 
     def record_step(self, step: Step, lease: Lease) -> None:
         item = step_item(step, lease.token, self._stamp.next())

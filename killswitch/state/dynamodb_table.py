@@ -50,6 +50,7 @@ Item = dict[str, Any]
 LOCK_KEY: Item = {"pk": {"S": "LOCK"}, "sk": {"S": "apply"}}
 HEAD_KEY: Item = {"pk": {"S": "AUDIT"}, "sk": {"S": "HEAD"}}
 OPS_INDEX = "ops-by-time"
+OPEN_OPS = "OPENOPS"  # the partition listing unfinished ops
 TTL_ATTRIBUTE = "expires_epoch"
 KEYS = [("pk", "HASH"), ("sk", "RANGE")]
 INDEX_KEYS = [("gsi1pk", "HASH"), ("gsi1sk", "RANGE")]
@@ -242,6 +243,12 @@ def lock_info(item: Item) -> LockInfo:
     )
 
 
+def open_marker(op_id: str) -> Item:
+    """One item per unfinished op in one partition: a strongly consistent list of them
+    (the ops index is only eventually consistent)."""
+    return attrs({"pk": OPEN_OPS, "sk": op_id})
+
+
 def op_key(op_id: str) -> Item:
     return {"pk": {"S": f"OP#{op_id}"}, "sk": {"S": "OP"}}
 
@@ -290,6 +297,7 @@ def read_dump(items: Iterable[Item], head: tuple[int, str]) -> StateDump:
 def dump_items(dump: StateDump) -> list[Item]:
     """The items that hold ``dump`` (all but the LOCK and the audit HEAD)."""
     items = [op_item(op) for op in dump.ops]
+    items += [open_marker(op.id) for op in dump.ops if op.status.unfinished]
     # Journal order as stamps 1, 2, 3 …: below any live writer's clock within a token.
     items += [step_item(e.step, e.token, n) for n, e in enumerate(dump.journal, 1)]
     items += [ledger_item(e, 0) for e in dump.ledger]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from typing import Any, Literal
@@ -189,17 +190,23 @@ def model_aws(models: Mapping[str, Mapping[str, Any]], model: str) -> ModelAws:
 
 def known_regions(services: set[str] | None = None) -> set[str]:
     """Regions from botocore's endpoint data (offline). With ``services``: where all exist."""
+    return set(_known_regions(frozenset(services or ())))
+
+
+@functools.cache
+def _known_regions(services: frozenset[str]) -> frozenset[str]:
+    """Read once per process: botocore parses its endpoint data anew for every session."""
     import botocore.session
 
     session = botocore.session.get_session()
     if services:
         found = [set(session.get_available_regions(s)) for s in sorted(services)]
-        return set.intersection(*found)
-    return {
+        return frozenset(set.intersection(*found))
+    return frozenset(
         region
         for partition in session.get_available_partitions()
         for region in session.get_available_regions("ssm", partition_name=partition)
-    }
+    )
 
 
 def check(

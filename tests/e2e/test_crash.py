@@ -10,18 +10,21 @@ import time
 from tests.conftest import MODELS, NON_US, US, Workspace
 from tests.support.faultproxy import FaultProxy, for_action
 
-RUNS = int(os.environ.get("KILLSWITCH_CRASH_RUNS", "20"))  # `make soak` runs more
+RUNS = int(os.environ.get("KILLSWITCH_CRASH_RUNS", "12"))  # `make soak` runs 200
 SEED = int(os.environ.get("KILLSWITCH_CRASH_SEED", "20261127"))
 
 
-def test_sigkill_at_twenty_points_then_recovery_converges(
+def test_sigkill_at_seeded_points_then_recovery_converges(
     faulty_ws: Workspace, proxy: FaultProxy
 ) -> None:
     ws = faulty_ws
-    ws.write_inventory(policy={"restore": {"approvals": 1}, "lock": {"ttl_seconds": 1}})
+    ws.write_inventory(
+        policy={"restore": {"approvals": 1}, "lock": {"ttl_seconds": 1, "heartbeat_seconds": 0.1}}
+    )
     rng = random.Random(SEED)
     targets = len(MODELS) * len(US + NON_US)
     tried = []
+    checked: set[str] = set()  # ops whose every step was read and found done
     for run in range(RUNS):
         action = "revoke" if run % 2 == 0 else "restore"
         want = "revoked" if action == "revoke" else "open"
@@ -47,8 +50,11 @@ def test_sigkill_at_twenty_points_then_recovery_converges(
         ops = ws.run("ops", "list", "-o", "json").json()["ops"]
         assert {o["status"] for o in ops} == {"complete"}, tried[-1]
         for op in ops:
+            if op["id"] in checked:
+                continue  # complete ops are never written again
             steps = ws.run("ops", "show", op["id"], "-o", "json").json()["targets"]
             assert {t["result"] for t in steps} <= {"verified", "skipped"}, (tried[-1], op)
+            checked.add(op["id"])
         assert ws.run("drift").code == 0, tried[-1]
     assert ws.run("audit", "verify").code == 0
     assert len(set(tried)) > RUNS // 2  # the kill points really varied

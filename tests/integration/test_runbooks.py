@@ -123,6 +123,25 @@ def test_single_partner_cutoff_leaves_everyone_else(ws: Workspace, acme: Partner
     assert all(ws.flag(r, m) is None for r in US + NON_US for m in MODELS)
 
 
+def test_export_control_after_a_partner_cutoff_keeps_that_partner_revoked(
+    ws: Workspace, acme: PartnerSim
+) -> None:
+    _with_partner(ws, acme)
+    cutoff, _ = _run(ws, "single-partner-cutoff", "--var", "partner=acme", "--var",
+                     "ticket=INC-2043", "--yes")  # fmt: skip
+    assert cutoff == 0
+
+    code, run = _run(ws, "export-control-lockdown", "--var", "ticket=INC-2041", "--yes")
+
+    # restrict only tightens: the partner's US region stays revoked, and the verify step
+    # accepts a target tighter than it asks for.
+    assert code == 0, run
+    assert {acme.posture(m, r) for m in MODELS for r in PARTNER_REGIONS} == {"revoked"}
+    for model in MODELS:
+        assert all(ws.flag(r, model)["audience"] == ["us-person"] for r in US)  # type: ignore[index]
+        assert all(ws.posture(r, model) == "revoked" for r in NON_US)
+
+
 def test_staged_restore_waits_for_approvals_then_resumes(ws: Workspace) -> None:
     ws.run("revoke", "-m", "all", "--reason", "order", "--yes")
     args = ("--var", "models=mythos-5", "--var", "ticket=REV-7", "--var", "soak=0s", "--yes")
