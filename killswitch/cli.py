@@ -59,9 +59,9 @@ class Session:
         actor = self.actor or os.environ.get("KILLSWITCH_ACTOR")
         if not actor:
             actor = f"{getpass.getuser()}@{socket.gethostname()}"
-        if len(actor) > 128 or any(ord(c) < 32 for c in actor) or not actor.strip():
-            raise UsageError("--actor: 1-128 printable characters")
-        return actor
+        from killswitch.text import check_actor
+
+        return check_actor(actor)
 
 
 def session_options(fn: F) -> F:
@@ -235,10 +235,14 @@ def _switch(
     from killswitch.state.spool import default_spool_dir
 
     inventory = session.load()
+    actor = actor or session.who()  # checked before the store is even opened
     spool_dir = default_spool_dir(inventory.path) if break_glass else None
     store = open_store(inventory.state_url, spool_dir=spool_dir)
     warning = break_glass_warning(store)
     if warning:
+        from killswitch.text import printable
+
+        warning = "\n".join(printable(line) for line in warning.split("\n"))
         color = sys.stderr.isatty() and "NO_COLOR" not in os.environ
         click.secho(warning, fg="red", bold=True, err=True, color=color)
     on_step = None
@@ -247,7 +251,7 @@ def _switch(
     return Switch(
         inventory,
         store,
-        actor or session.who(),
+        actor,
         concurrency=session.concurrency,
         on_step=on_step,
         lock_wait=session.lock_wait,
@@ -357,7 +361,11 @@ def _change_command(action: Action) -> Callable[..., int]:
         audience: tuple[str, ...] = (),
         **picks: Any,
     ) -> int:
+        from killswitch import text
+
         selector = make_selector(**picks)
+        text.check_reason(reason)  # before anything is opened or touched
+        text.check_ticket(ticket)
         switch = _switch(session, progress=True, break_glass=action is not Action.RESTORE)
         if dry_run:
             result = switch.preview(action, selector, audience=audience, reason=reason)
@@ -771,8 +779,11 @@ cli.add_command(lock)
 
 
 def _fail(message: str, code: int) -> int:
+    from killswitch.text import printable
+
     color = sys.stderr.isatty() and "NO_COLOR" not in os.environ
-    click.secho(f"error: {message}", fg="red", err=True, color=color)
+    lines = [printable(line) for line in message.split("\n")]
+    click.secho("error: " + "\n".join(lines), fg="red", err=True, color=color)
     return code
 
 

@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 
 import structlog
 
-from killswitch import approvals, drift, planner
+from killswitch import approvals, drift, planner, text
 from killswitch.clock import SYSTEM, Clock
 from killswitch.contract import CallBound, Discovery
 from killswitch.domain import (
@@ -47,6 +47,8 @@ def desired_access(action: Action, audience: Sequence[str]) -> Access:
     for name in audience:
         if not is_valid_name(name):
             raise UsageError(f"--audience {name!r}: must match [a-z0-9._-], 1-63 characters")
+    if len(set(audience)) > MAX_AUDIENCES:
+        raise UsageError(f"--audience: at most {MAX_AUDIENCES} audiences")
     if action is Action.RESTRICT and not audience:
         raise UsageError("restrict needs --audience (who keeps access), e.g. --audience us-person")
     if action is Action.REVOKE and audience:
@@ -193,7 +195,7 @@ class Switch:
         confirm: Confirm,
     ) -> Report:
         """Revoke or restrict (at once), or request a restore (applied after approvals)."""
-        plan = self.preview(action, selector, audience=audience, reason=reason)
+        plan = self.preview(action, selector, audience=audience, reason=reason, ticket=ticket)
         if action.tightens:
             return self._tighten(plan, selector, reason, ticket, idempotency_key, confirm)
         return self._request_restore(plan, selector, reason, ticket, idempotency_key, confirm)
@@ -303,7 +305,13 @@ class Switch:
         return self.resume(op.id)
 
     def preview(
-        self, action: Action, selector: Selector, *, audience: Sequence[str] = (), reason: str
+        self,
+        action: Action,
+        selector: Selector,
+        *,
+        audience: Sequence[str] = (),
+        reason: str,
+        ticket: str | None = None,
     ) -> Plan:
         """The plan a change command would apply, with the same checks (``--dry-run``)."""
         if not selector.names_models:
@@ -313,8 +321,8 @@ class Switch:
             )
         if not reason.strip():
             raise UsageError("--reason must say why (it goes into the audit log and the flag)")
-        if len(reason) > MAX_REASON:
-            raise UsageError(f"--reason: at most {MAX_REASON} characters")
+        text.check_reason(reason)
+        text.check_ticket(ticket)
         return self.plan(action, selector, audience)
 
     def approve(self, op_id: str, *, confirm: Confirm) -> Report:
@@ -512,7 +520,7 @@ class Switch:
         return Report(op_id, status, plan_rows(plan))
 
 
-MAX_REASON = 1000  # fits a flag document, a partner's reason field and a terminal
+MAX_AUDIENCES = 16  # keeps every flag document within its provider's size limit
 
 
 def plan_status(plan: Plan) -> str:

@@ -11,6 +11,8 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictFloat,
+    StrictInt,
     ValidationError,
     field_validator,
     model_validator,
@@ -41,26 +43,26 @@ class ScopeSpec(_Strict):
 
 
 class RestorePolicy(_Strict):
-    approvals: int = Field(default=2, ge=1, le=10)
+    approvals: StrictInt = Field(default=2, ge=1, le=10)
 
 
 class RetryPolicy(_Strict):
-    attempts: int = Field(default=5, ge=1, le=20)
-    max_seconds: float = Field(default=60.0, gt=0, le=3600)
-    base_seconds: float = Field(default=0.2, gt=0, le=60)
+    attempts: StrictInt = Field(default=5, ge=1, le=20)
+    max_seconds: StrictFloat = Field(default=60.0, gt=0, le=3600)
+    base_seconds: StrictFloat = Field(default=0.2, gt=0, le=60)
 
 
 class ConcurrencyPolicy(_Strict):
-    total: int = Field(default=32, ge=1, le=512)
-    per_region: int = Field(default=8, ge=1, le=128)
+    total: StrictInt = Field(default=32, ge=1, le=512)
+    per_region: StrictInt = Field(default=8, ge=1, le=128)
 
 
 class LockPolicy(_Strict):
-    ttl_seconds: float = Field(default=60.0, ge=1, le=3600)
+    ttl_seconds: StrictFloat = Field(default=60.0, ge=1, le=3600)
     # The holder renews its lease this often; one whose beat stops for 3 beats is dead.
-    heartbeat_seconds: float = Field(default=2.0, ge=0.1, le=60)
+    heartbeat_seconds: StrictFloat = Field(default=2.0, ge=0.1, le=60)
     # How long a revoke or restrict waits for another tightening op to finish.
-    wait_seconds: float = Field(default=30.0, ge=0, le=3600)
+    wait_seconds: StrictFloat = Field(default=30.0, ge=0, le=3600)
 
 
 class PolicySpec(_Strict):
@@ -69,7 +71,7 @@ class PolicySpec(_Strict):
     concurrency: ConcurrencyPolicy = Field(default_factory=ConcurrencyPolicy)
     lock: LockPolicy = Field(default_factory=LockPolicy)
     # An op stops starting new provider calls after this long; the rest fail and resume.
-    deadline_seconds: float = Field(default=900.0, gt=0, le=86400)
+    deadline_seconds: StrictFloat = Field(default=900.0, gt=0, le=86400)
 
 
 NotifyEvent = Literal["drift", "op"]
@@ -108,13 +110,20 @@ class ProviderEntry(BaseModel):
 
 
 class InventorySpec(_Strict):
-    version: Literal[1]
+    version: StrictInt
     state: str = "sqlite:///./.killswitch/state.db"
     models: dict[str, dict[str, Any]]
     providers: dict[str, ProviderEntry]
     scopes: dict[str, ScopeSpec] = Field(default_factory=dict)
     policy: PolicySpec = Field(default_factory=PolicySpec)
     notify: NotifySpec | None = None
+
+    @field_validator("version")
+    @classmethod
+    def _version(cls, value: int) -> int:
+        if value != 1:
+            raise ValueError(f"version {value} is unknown; this killswitch reads version: 1")
+        return value
 
     @field_validator("models")
     @classmethod
@@ -126,12 +135,13 @@ class InventorySpec(_Strict):
     @field_validator("state")
     @classmethod
     def _state_url(cls, value: str) -> str:
-        from killswitch.state import SUPPORTED, parse_dynamodb_url
+        from killswitch.state import SUPPORTED, check_sqlite_url, parse_dynamodb_url
 
         if value.startswith("dynamodb://"):
             return str(parse_dynamodb_url(value))  # raises ValueError saying what is wrong
-        if not value.startswith("sqlite:///") or value == "sqlite:///":
+        if not value.startswith("sqlite:///"):
             raise ValueError(SUPPORTED)
+        check_sqlite_url(value)  # raises ValueError saying what is wrong
         return value
 
     @field_validator("models", mode="before")
@@ -226,9 +236,15 @@ def load(path: Path) -> Inventory:
         ]
         provider_configs[name] = config
     problems += _check_scopes(spec, at)
+    inventory = Inventory(path=path, spec=spec, provider_configs=provider_configs)
+    if inventory.state_url.startswith("sqlite:///"):
+        from killswitch.state import SQLITE_PREFIX, sqlite_file_problem
+
+        problem = sqlite_file_problem(Path(inventory.state_url[len(SQLITE_PREFIX) :]))
+        if problem is not None:
+            problems.append(at(("state",), problem))
     if problems:
         raise InventoryError(problems)
-    inventory = Inventory(path=path, spec=spec, provider_configs=provider_configs)
     _resolve_scopes(inventory, at)
     return inventory
 

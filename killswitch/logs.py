@@ -4,10 +4,19 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import MutableMapping
+from typing import Any
 
 import structlog
 
+from killswitch.text import printable
+
 LEVELS = ("debug", "info", "warning", "error")
+
+
+def _harmless(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """No control characters from user text or provider replies, no URL credentials."""
+    return {key: printable(v) if isinstance(v, str) else v for key, v in event.items()}
 
 
 def configure(level: str) -> None:
@@ -19,6 +28,7 @@ def configure(level: str) -> None:
         processors=[
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
+            _harmless,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),

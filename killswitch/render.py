@@ -21,6 +21,7 @@ from killswitch.domain import (
     Target,
     TargetReport,
 )
+from killswitch.text import printable
 
 GLYPHS = {
     "change": "~",
@@ -134,7 +135,7 @@ def report_table(report: Report, title: str, stream: IO[str] | None = None) -> N
             f"[{style}]{row.result}[/]" if style else row.result,
         )
         if row.error:
-            errors.append(f"  {row.target.id}: {row.error}")
+            errors.append(f"  {row.target.id}: {printable(row.error)}")
     console.print(table)
     if errors:
         console.print("errors:", style="red")
@@ -144,7 +145,7 @@ def report_table(report: Report, title: str, stream: IO[str] | None = None) -> N
     line = f"{report.status}" + (f" — op {report.op_id}" if report.op_id else "") + f" — {summary}"
     console.print(line, markup=False)
     if report.message:
-        console.print(report.message, markup=False)
+        console.print(printable(report.message), markup=False)
 
 
 def _summary(rows: Sequence[TargetReport]) -> str:
@@ -175,7 +176,7 @@ def plan_preview(plan: Plan, stream: IO[str]) -> None:
 def step_line(target: Target, step: Step, stream: IO[str]) -> None:
     """One live progress line per finished target (TTY only)."""
     glyph = GLYPHS.get(step.result.value, " ")
-    detail = f" — {step.error}" if step.error else ""
+    detail = f" — {printable(step.error)}" if step.error else ""
     stream.write(f"  {glyph} {target.id}: {step.result.value}{detail}\n")
     stream.flush()
 
@@ -210,9 +211,9 @@ def ops_table(ops: Sequence[Operation], stream: IO[str] | None = None) -> None:
             str(op.desired),
             op.status.value,
             str(len(op.target_ids)),
-            Text(op.actor),
+            Text(printable(op.actor)),
             op.created_at,
-            Text(op.reason),
+            Text(printable(op.reason)),
         )
     _console(stream or sys.stdout).print(table)
 
@@ -237,6 +238,8 @@ def audit_table(events: Sequence[AuditEvent], stream: IO[str] | None = None) -> 
     for column in ("seq", "at", "actor", "kind", "op", "detail"):
         table.add_column(column)
     for e in events:
-        detail = json.dumps(e.payload, ensure_ascii=False)
-        table.add_row(str(e.seq), e.at, Text(e.actor), e.kind, e.op_id or "-", Text(detail))
+        detail = printable(json.dumps(e.payload, ensure_ascii=False))
+        table.add_row(
+            str(e.seq), e.at, Text(printable(e.actor)), e.kind, e.op_id or "-", Text(detail)
+        )
     _console(stream or sys.stdout).print(table)

@@ -9,6 +9,7 @@ import json
 from killswitch.contract import ApplyContext
 from killswitch.domain import Access
 from killswitch.errors import PermanentError
+from killswitch.text import FLAG_REASON_CHARS, excerpt
 
 FLAG_SCHEMA = "killswitch.flag/v1"
 
@@ -18,7 +19,9 @@ class CorruptFlag(PermanentError):
 
 
 def flag_document(model: str, desired: Access, ctx: ApplyContext) -> str:
-    """The JSON a gateway reads; keys are stable (see docs/flag-format.md)."""
+    """The JSON a gateway reads; keys are stable (see docs/flag-format.md). UTF-8, not
+    escaped, and bounded for any accepted input: the reason is an excerpt (the audit log
+    holds all of it), so the document always fits a Standard SSM parameter (4 KB)."""
     return json.dumps(
         {
             "schema": FLAG_SCHEMA,
@@ -27,11 +30,12 @@ def flag_document(model: str, desired: Access, ctx: ApplyContext) -> str:
             "audience": list(desired.audience),
             "op": ctx.op_id,
             "actor": ctx.actor,
-            "reason": ctx.reason,
+            "reason": excerpt(ctx.reason, FLAG_REASON_CHARS),
             "ticket": ctx.ticket,
             "updated_at": ctx.at,
         },
         sort_keys=True,
+        ensure_ascii=False,
     )
 
 

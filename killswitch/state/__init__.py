@@ -51,6 +51,44 @@ class DynamoDbUrl:
         return url
 
 
+SQLITE_PREFIX = "sqlite:///"
+SPECIAL_ROOTS = (Path("/dev"), Path("/proc"), Path("/sys"))
+
+
+def check_sqlite_url(url: str) -> str:
+    """The path part of ``sqlite:///PATH``; ValueError with one sentence on what is wrong.
+
+    The path is taken literally: no query, fragment or percent-escapes (they would name
+    odd files, not set options), no ``..`` segments, no control characters."""
+    path = url[len(SQLITE_PREFIX) :]
+    if not url.startswith(SQLITE_PREFIX) or not path or path.endswith("/"):
+        raise ValueError(f"{url!r} names no file; {SUPPORTED}")
+    for mark, what in (("?", "a ?query"), ("#", "a #fragment"), ("%", "a %-escape")):
+        if mark in path:
+            raise ValueError(
+                f"sqlite state URL: {what} is not understood here; write the file's path as "
+                "it is (sqlite:///relative/state.db or sqlite:////absolute/state.db)"
+            )
+    if any(ord(c) < 32 or ord(c) == 127 for c in path):
+        raise ValueError("sqlite state URL: the path holds control characters")
+    if ".." in Path(path).parts:
+        raise ValueError("sqlite state URL: no '..' in the path; give an absolute path instead")
+    return path
+
+
+def sqlite_file_problem(path: Path) -> str | None:
+    """Why ``path`` cannot hold the state (a device, a special or system file), or None."""
+    resolved = path.resolve()
+    for root in SPECIAL_ROOTS:
+        if resolved.is_relative_to(root):
+            return f"{resolved} is under {root}: a device or system file, not a place for state"
+    if resolved.exists() and not resolved.is_file():
+        return f"{resolved} exists and is not a regular file"
+    if resolved.parent.exists() and not resolved.parent.is_dir():
+        return f"{resolved.parent} is not a folder"
+    return None
+
+
 def parse_dynamodb_url(url: str) -> DynamoDbUrl:
     """Check a ``dynamodb://`` URL; raise ValueError with one sentence on what is wrong."""
     parts = urlsplit(url)
@@ -94,10 +132,17 @@ def open_store(url: str, *, spool_dir: Path | None = None) -> StateStore:
     A shared store that does not answer within its connect timeout raises
     StoreUnreachable; with ``spool_dir`` (revoke and restrict only) it yields a
     break-glass SpoolStore instead, so an outage of the state never blocks a revoke."""
-    if url.startswith("sqlite:///"):
+    if url.startswith(SQLITE_PREFIX):
         from killswitch.state.sqlite import SqliteStore
 
-        return SqliteStore(Path(url[len("sqlite:///") :]))
+        try:
+            path = Path(check_sqlite_url(url))
+        except ValueError as exc:
+            raise UsageError(f"state: {exc}") from None
+        problem = sqlite_file_problem(path)
+        if problem is not None:
+            raise UsageError(f"state: {problem}")
+        return SqliteStore(path)
     if url.startswith("dynamodb://"):
         try:
             parsed = parse_dynamodb_url(url)

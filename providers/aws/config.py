@@ -7,7 +7,16 @@ import re
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictFloat,
+    StrictInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from killswitch.contract import Problem
 from killswitch.domain import did_you_mean, is_valid_name
@@ -81,7 +90,7 @@ class IamSpec(_Strict):
 class ElbSpec(_Strict):
     # region → listener ARNs; regions not named here are searched by the LB tag killswitch:model.
     listeners: dict[str, list[str]] = Field(default_factory=dict)
-    status_code: int = Field(default=403, ge=400, le=599)
+    status_code: StrictInt = Field(default=403, ge=400, le=599)
 
     @field_validator("listeners")
     @classmethod
@@ -94,8 +103,8 @@ class ElbSpec(_Strict):
 
 
 class RateSpec(_Strict):
-    read: float = Field(gt=0, le=10_000)
-    write: float = Field(gt=0, le=10_000)
+    read: StrictFloat = Field(gt=0, le=10_000)
+    write: StrictFloat = Field(gt=0, le=10_000)
 
 
 class AwsConfig(_Strict):
@@ -109,7 +118,7 @@ class AwsConfig(_Strict):
     iam: IamSpec = Field(default_factory=IamSpec)
     elb: ElbSpec = Field(default_factory=ElbSpec)
     rate_limits: dict[str, RateSpec] = Field(default_factory=dict)
-    timeout_seconds: float = Field(default=15.0, gt=0, le=300)  # connect and read, per try
+    timeout_seconds: StrictFloat = Field(default=15.0, gt=0, le=300)  # connect and read, per try
 
     @field_validator("regions")
     @classmethod

@@ -7,7 +7,15 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictFloat,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from killswitch.contract import Problem
 from killswitch.domain import is_valid_name
@@ -42,7 +50,7 @@ class KubernetesConfig(_Strict):
     models: list[str] | None = None  # the models this cluster serves; default: all
     configmap: str = "killswitch-models"
     audience_label: str = "killswitch.io/audience"
-    timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    timeout_seconds: StrictFloat = Field(default=10.0, gt=0, le=300)
 
     @field_validator("context")
     @classmethod

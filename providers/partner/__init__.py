@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, field_validator, model_validator
 
 from killswitch.contract import Mechanism, Problem
 from killswitch.domain import Target, is_valid_name
@@ -38,8 +38,8 @@ class PartnerConfig(BaseModel):
     models: dict[str, str] = Field(min_length=1)  # killswitch model → the partner's model id
     mechanisms: list[str] = Field(default_factory=lambda: ["access-api"], min_length=1)
     ca_bundle: str | None = None  # PEM file for a private CA; TLS is always verified
-    timeout_seconds: float = Field(default=10.0, gt=0, le=300)
-    operation_deadline_seconds: float = Field(default=120.0, gt=0, le=3600)
+    timeout_seconds: StrictFloat = Field(default=10.0, gt=0, le=300)
+    operation_deadline_seconds: StrictFloat = Field(default=120.0, gt=0, le=3600)
 
     @field_validator("base_url")
     @classmethod
