@@ -231,7 +231,7 @@ class Switch:
                 or plan.unreadable
                 or plan.blocked
                 or losers
-                or (fenced is not None and fenced.intent is Intent.LOOSEN)
+                or (fenced is not None and fenced.intent is not Intent.OTHER)
             )
             if not needed:
                 if existing is not None and existing.status is OpStatus.COMPLETE:
@@ -332,7 +332,8 @@ class Switch:
         completes the quorum, the confirmation comes first: a refused confirmation
         records nothing."""
         op = self._get(op_id)
-        approvals.standing(self.store, op)
+        if not op.action.tightens:
+            approvals.standing(self.store, op)
         if op.status is OpStatus.AWAITING_APPROVAL and self._approved(op):
             return self.resume(op.id, confirm=confirm)  # approved, but its apply was cut short
         approvals.check(self.store, op, self.actor)

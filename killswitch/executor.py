@@ -119,7 +119,8 @@ class Executor:
         Targets the plan refused (unsupported, preflight) are journaled ``refused``; the
         rest are applied in waves and read back. A tightening op that fenced out a
         loosening holder reads every target again once that holder's writes in flight
-        can no longer land, and closes again what they re-opened."""
+        can no longer land, and closes again what they re-opened (a restore that took
+        over needs no settling: late tightening writes only close)."""
         self.store.set_op_status(op.id, OpStatus.RUNNING, held.lease)
         work = [c for c in plan.changes if c.kind in (ChangeKind.CHANGE, ChangeKind.UNREADABLE)]
         self.store.append_audit(
@@ -148,8 +149,10 @@ class Executor:
                 self._record(op, change, StepResult.REFUSED, held, error=change.error)
         for wave in self._waves(op.action, [_unknown_as_change(c) for c in work]):
             self._apply_wave(op, wave, held, deadline)
+        # Any fenced op that wrote to providers may land a write planned before ours,
+        # looser than ours (a stopped restrict's restricted over our revoked, too).
         fenced = held.lease.fenced
-        if op.action.tightens and fenced is not None and fenced.intent is Intent.LOOSEN:
+        if op.action.tightens and fenced is not None and fenced.intent is not Intent.OTHER:
             self._settle(op, plan, held, deadline)
         return self._finish(op, held)
 

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 
 import boto3
 import pytest
+import yaml
 
 from killswitch.domain import Intent
 from killswitch.lease import Heartbeat, LockRules
@@ -149,6 +150,33 @@ def test_a_revoke_fences_a_stalled_restore_and_undoes_its_late_writes_before_rep
     )
     assert "op.superseded" in audit_kinds(ws, restore)
     assert ws.run("ops", "resume", restore, "--yes").code == 6
+    assert set(postures(ws).values()) == {"revoked"}
+
+
+def test_a_stopped_restricts_late_writes_are_closed_again_by_the_revoke_that_took_over(
+    ws: Workspace, proxy: FaultProxy, stopped: list[subprocess.Popen[str]]
+) -> None:
+    restricting = proxy.add(
+        lambda c: c.action == "PutParameter" and b"restricted" in c.body, fault="hold"
+    )
+    restrict = ws.spawn("restrict", "-m", "all", "-a", "us-person", "--reason", "order",
+                        "--yes", actor="bob")  # fmt: skip
+    stopped.append(restrict)
+    wait_for(lambda: restricting.fired == len(EVERYWHERE), "every restrict write in flight")
+    restrict.send_signal(signal.SIGSTOP)  # its heartbeat stops with it
+
+    revoking = proxy.add(lambda c: c.action == "PutParameter" and b"revoked" in c.body,
+                         fault="delay", delay=0)  # fmt: skip
+    revoke = ws.spawn(*REVOKE_ALL, "--reason", "escalated", "-o", "json", actor="carol")
+    wait_for(lambda: revoking.fired == len(EVERYWHERE), "the revoke's own writes")
+    restricting.gate.set()  # planned before the revoke, they land after its writes
+    out, err = revoke.communicate(timeout=120)
+
+    assert revoke.returncode == 0, err
+    assert json.loads(out)["status"] == "complete"
+    assert set(postures(ws).values()) == {"revoked"}
+    restrict.send_signal(signal.SIGCONT)
+    assert restrict.wait(timeout=60) == 4
     assert set(postures(ws).values()) == {"revoked"}
 
 
@@ -370,6 +398,11 @@ def test_a_revoke_waits_for_a_live_tightening_holder_and_exits_4_after_its_wait(
 def test_a_revoke_waits_for_a_running_drift_heal_and_closes_within_its_wait(
     ws: Workspace, proxy: FaultProxy
 ) -> None:
+    # The heal's write is held at the proxy for as long as the test needs: give it a call
+    # timeout longer than that, so it holds the lock until the test lets it go.
+    doc = yaml.safe_load(ws.inventory.read_text())
+    doc["providers"]["aws-prod"]["timeout_seconds"] = 60
+    ws.inventory.write_text(yaml.safe_dump(doc))
     assert ws.run(*REVOKE_ALL, "-r", "eu-*", "--reason", "order").code == 0
     ws.ssm("eu-west-1").delete_parameter(Name="/killswitch/models/mythos-5")  # opened by hand
     held = proxy.add(for_action("PutParameter"), fault="hold", times=1)

@@ -22,7 +22,10 @@ def wait_for(
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        assert process is None or process.poll() is None, f"exited before {what}"
+        if process is not None and process.poll() is not None:
+            _, rest = process.communicate()
+            seen = _seen.get(process.pid, b"").decode(errors="replace")
+            raise AssertionError(f"exited {process.returncode} before {what}: {seen}{rest}")
         time.sleep(0.05)
 
 
