@@ -49,6 +49,7 @@ class Session:
     concurrency: int | None
     output: str = "table"
     lock_wait: float | None = None  # --lock-timeout; None: policy.lock.wait_seconds
+    deadline: float | None = None  # --deadline; None: policy.deadline_seconds
 
     def load(self) -> Any:
         from killswitch import inventory
@@ -102,19 +103,31 @@ def session_options(fn: F) -> F:
 
 
 def lock_options(fn: F) -> F:
-    """--lock-timeout, for commands that take the apply lock."""
+    """--lock-timeout and --deadline, for commands that take the apply lock."""
 
-    def callback(ctx: click.Context, _param: click.Parameter, value: float | None) -> None:
-        session = ctx.find_object(Session)
-        if value is not None and session is not None:
-            session.lock_wait = value
+    def remember(attr: str) -> Callable[[click.Context, click.Parameter, Any], None]:
+        def callback(ctx: click.Context, _param: click.Parameter, value: float | None) -> None:
+            session = ctx.find_object(Session)
+            if value is not None and session is not None:
+                setattr(session, attr, value)
 
+        return callback
+
+    fn = click.option(
+        "--deadline",
+        type=click.FloatRange(1, 86400),
+        metavar="SECONDS",
+        expose_value=False,
+        callback=remember("deadline"),
+        help="The whole command (plan, apply, verify) ends by then: what is not done is "
+        "reported and resumable, exit 3 (default: policy.deadline_seconds, 900).",
+    )(fn)
     return click.option(
         "--lock-timeout",
         type=click.FloatRange(0, 3600),
         metavar="SECONDS",
         expose_value=False,
-        callback=callback,
+        callback=remember("lock_wait"),
         help="How long revoke/restrict wait for another revoke or restrict holding the "
         "lock (default: policy.lock.wait_seconds, 30). A restore holding it is fenced "
         "out at once.",
@@ -256,6 +269,7 @@ def _switch(
         on_step=on_step,
         lock_wait=session.lock_wait,
         on_wait=_lock_waiting(),
+        deadline=session.deadline,
     )
 
 

@@ -9,13 +9,25 @@ observing again after ``apply``.
 from __future__ import annotations
 
 import builtins
+import time
 from collections.abc import Callable, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from pydantic import BaseModel
 
 from killswitch.domain import Access, Observed, Posture, Target
+
+# The op's deadline (time.monotonic()) while the engine makes a provider call.
+CALL_DEADLINE: ContextVar[float | None] = ContextVar("killswitch_call_deadline", default=None)
+
+
+def time_left() -> float | None:
+    """Seconds until the current op's deadline, for a lever bounding its own calls; None
+    when no op deadline applies."""
+    deadline = CALL_DEADLINE.get()
+    return None if deadline is None else deadline - time.monotonic()
 
 
 @dataclass(frozen=True)

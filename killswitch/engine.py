@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
 import structlog
 
@@ -86,8 +88,12 @@ class Switch:
         lock_wait: float | None = None,
         on_wait: Waiting | None = None,
         clock: Clock = SYSTEM,
+        deadline: float | None = None,
     ) -> None:
         self.inventory = inventory
+        # Seconds a change, approve or resume may take, planning and verifying included
+        # (--deadline); None: policy.deadline_seconds.
+        self.deadline = deadline
         self.store = store
         self.actor = actor
         self.fleet = Fleet(inventory, concurrency=concurrency)
@@ -193,12 +199,29 @@ class Switch:
         ticket: str | None = None,
         idempotency_key: str | None = None,
         confirm: Confirm,
+        deadline: float | None = None,
     ) -> Report:
-        """Revoke or restrict (at once), or request a restore (applied after approvals)."""
-        plan = self.preview(action, selector, audience=audience, reason=reason, ticket=ticket)
-        if action.tightens:
-            return self._tighten(plan, selector, reason, ticket, idempotency_key, confirm)
-        return self._request_restore(plan, selector, reason, ticket, idempotency_key, confirm)
+        """Revoke or restrict (at once), or request a restore (applied after approvals),
+        all within ``deadline`` seconds (default: the Switch's, or policy's)."""
+        with self._clock(deadline):
+            plan = self.preview(action, selector, audience=audience, reason=reason, ticket=ticket)
+            if action.tightens:
+                return self._tighten(plan, selector, reason, ticket, idempotency_key, confirm)
+            return self._request_restore(plan, selector, reason, ticket, idempotency_key, confirm)
+
+    @contextmanager
+    def _clock(self, seconds: float | None = None) -> Iterator[None]:
+        """The command's deadline, from its start: planning, applying and verifying all
+        end by it. A command inside another (a change that resumes) keeps the outer one."""
+        if self.fleet.deadline is not None:
+            yield
+            return
+        budget = seconds or self.deadline or self.inventory.spec.policy.deadline_seconds
+        self.fleet.deadline = time.monotonic() + budget
+        try:
+            yield
+        finally:
+            self.fleet.deadline = None
 
     def _tighten(
         self,
@@ -238,20 +261,7 @@ class Switch:
                     return self._plan_report(plan, existing.id, "already-done")
                 return self._plan_report(plan, None, "nothing-to-do")
             op_id, _ = self._find_op(action, ids, requested, ticket, idempotency_key, True)
-            op = Operation(
-                id=op_id,
-                action=action,
-                desired=requested,
-                target_ids=tuple(ids),
-                actor=self.actor,
-                reason=reason,
-                ticket=ticket,
-                selector=selector.describe(),
-                created_at=utcnow(),
-                status=OpStatus.RUNNING,
-            )
-            self.store.create_op(op)
-            self.store.append_audit(self.actor, "op.requested", op.id, approvals.requested(op))
+            op = self._record_op(op_id, preview, selector, reason, ticket, OpStatus.RUNNING)
             self._supersede(losers, op, held)
             self.executor.apply(op, plan, held)
         return self.op_report(op.id)
@@ -284,25 +294,41 @@ class Switch:
         if not work:
             return self._plan_report(plan, None, "nothing-to-do")
         confirm(plan)
+        op = self._record_op(op_id, plan, selector, reason, ticket, OpStatus.AWAITING_APPROVAL)
+        have = approvals.record(self.store, op, self.actor, as_requester=True)
+        if len(have) < op.required_approvals:
+            return self._awaiting(op)
+        return self.resume(op.id)
+
+    def _record_op(
+        self,
+        op_id: str,
+        plan: Plan,
+        selector: Selector,
+        reason: str,
+        ticket: str | None,
+        status: OpStatus,
+    ) -> Operation:
+        """Record a new op for ``plan``'s targets and audit its request (``op.requested``,
+        whose digest is what a restore's approvals are bound to)."""
         op = Operation(
             id=op_id,
             action=plan.action,
             desired=plan.desired,
-            target_ids=tuple(target_ids),
+            target_ids=tuple(c.target.id for c in plan.changes),
             actor=self.actor,
             reason=reason,
             ticket=ticket,
             selector=selector.describe(),
             created_at=utcnow(),
-            status=OpStatus.AWAITING_APPROVAL,
-            required_approvals=self.inventory.spec.policy.restore.approvals,
+            status=status,
+            required_approvals=0
+            if plan.action.tightens
+            else self.inventory.spec.policy.restore.approvals,
         )
         self.store.create_op(op)
         self.store.append_audit(self.actor, "op.requested", op.id, approvals.requested(op))
-        have = approvals.record(self.store, op, self.actor, as_requester=True)
-        if len(have) < op.required_approvals:
-            return self._awaiting(op)
-        return self.resume(op.id)
+        return op
 
     def preview(
         self,
@@ -326,6 +352,10 @@ class Switch:
         return self.plan(action, selector, audience)
 
     def approve(self, op_id: str, *, confirm: Confirm) -> Report:
+        with self._clock():
+            return self._approve(op_id, confirm=confirm)
+
+    def _approve(self, op_id: str, *, confirm: Confirm) -> Report:
         """Add this actor's approval to a restore; apply it once enough people agreed.
 
         A superseded or stale restore takes no approval (exit 6). When this approval
@@ -348,6 +378,10 @@ class Switch:
         return self.resume(op.id)
 
     def resume(self, op_id: str, *, confirm: Confirm | None = None) -> Report:
+        with self._clock():
+            return self._resume(op_id, confirm=confirm)
+
+    def _resume(self, op_id: str, *, confirm: Confirm | None = None) -> Report:
         """Finish a partial or crashed op: plan its targets again under the lock and apply.
 
         A restore resumes only while it still stands: approved, bound to what it was

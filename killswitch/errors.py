@@ -138,6 +138,12 @@ class ProviderError(KillswitchError):
         self.retry_after = retry_after
 
 
+class DeadlinePassed(KillswitchError):
+    """The op's deadline passed before this provider call could start or finish."""
+
+    exit_code = ExitCode.PARTIAL
+
+
 class RetryableError(ProviderError):
     """Throttling, 5xx, timeouts, conflicts: worth another try."""
 

@@ -78,8 +78,6 @@ class Executor:
         self.inflight_seconds = inflight_seconds
         self.clock = clock
         self.on_wait = on_wait
-        # A runbook step's timeout, when shorter than policy.deadline_seconds.
-        self.deadline_seconds: float | None = None
 
     # -- the lock ---------------------------------------------------------------
     @contextmanager
@@ -135,8 +133,10 @@ class Executor:
         self.store.set_ledger(
             [LedgerEntry(c.target.id, c.desired, op.id, now) for c in plan.changes], held.lease
         )
-        budget = self.deadline_seconds or self.fleet.inventory.spec.policy.deadline_seconds
-        deadline = time.monotonic() + budget
+        # The command's deadline (Switch starts it); policy's when applied on its own.
+        deadline = self.fleet.deadline or (
+            time.monotonic() + self.fleet.inventory.spec.policy.deadline_seconds
+        )
         verified = {
             t for t, step in self.store.steps(op.id).items() if step.result is StepResult.VERIFIED
         }
@@ -236,7 +236,7 @@ class Executor:
                         StepResult.FAILED,
                         held,
                         error="op deadline passed before this target was tried "
-                        "(policy.deadline_seconds); `ops resume` tries it",
+                        "(--deadline or policy.deadline_seconds); `ops resume` tries it",
                     )
                 return
             for change in unit:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TypeVar
 
 import structlog
 
 from killswitch import retry
-from killswitch.contract import Mechanism, Preflight
+from killswitch.contract import CALL_DEADLINE, Mechanism, Preflight
 from killswitch.domain import (
     Access,
     Action,
@@ -19,7 +20,7 @@ from killswitch.domain import (
     Target,
     tightened,
 )
-from killswitch.errors import KillswitchError
+from killswitch.errors import DeadlinePassed, KillswitchError
 from killswitch.fanout import fan_out
 from killswitch.inventory import Inventory
 
@@ -40,17 +41,31 @@ class Fleet:
         self.retry = policy.retry
         self.total = concurrency if concurrency is not None else policy.concurrency.total
         self.per_region = policy.concurrency.per_region
+        # The current op's deadline (time.monotonic()); None: no op is running.
+        self.deadline: float | None = None
 
     def mechanism(self, target: Target) -> Mechanism:
         return self.inventory.provider(target.provider).mechanism(target.mechanism)
 
     def call(self, fn: Callable[[], T]) -> T:
-        return retry.call(
-            fn,
-            attempts=self.retry.attempts,
-            max_seconds=self.retry.max_seconds,
-            base_seconds=self.retry.base_seconds,
-        )
+        """``fn()`` with retries, within the op's deadline: no try starts after it, the
+        retries' budget ends at it, and levers bound their calls by it (``time_left``)."""
+        budget = self.retry.max_seconds
+        if self.deadline is not None:
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                raise DeadlinePassed("op deadline passed before this call (`ops resume` tries it)")
+            budget = min(budget, left)
+        token = CALL_DEADLINE.set(self.deadline)
+        try:
+            return retry.call(
+                fn,
+                attempts=self.retry.attempts,
+                max_seconds=budget,
+                base_seconds=self.retry.base_seconds,
+            )
+        finally:
+            CALL_DEADLINE.reset(token)
 
     def fan_out(
         self, items: Sequence[Item], work: Callable[[Item], R], *, where: Callable[[Item], Target]

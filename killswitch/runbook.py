@@ -406,18 +406,15 @@ class Runner:
                 code,
                 detail=f"{len(plan.pending)} of {len(plan.changes)} targets would change",
             )
-        self.switch.executor.deadline_seconds = self._seconds(step.timeout)
-        try:
-            report = self.switch.change(
-                action,
-                select,
-                audience=audience,
-                reason=reason,
-                ticket=str(render(step.ticket, v)) if step.ticket else None,
-                confirm=self.confirm_plan,
-            )
-        finally:
-            self.switch.executor.deadline_seconds = None
+        report = self.switch.change(
+            action,
+            select,
+            audience=audience,
+            reason=reason,
+            ticket=str(render(step.ticket, v)) if step.ticket else None,
+            confirm=self.confirm_plan,
+            deadline=self._seconds(step.timeout),
+        )
         code = STATUS_CODE.get(report.status, 1)
         status = {0: "ok", 5: "awaiting-approval"}.get(code, "failed")
         return outcome(status, code, report.op_id, report.message or report.status)

@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import importlib
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import TypeVar
 
-from killswitch.contract import Mechanism
+from killswitch.contract import Mechanism, time_left
+from killswitch.errors import RetryableError
+
+T = TypeVar("T")
 
 
 class Levers:
@@ -30,3 +34,34 @@ class Levers:
                 module, _, attr = self.table[name].partition(":")
                 self._built[name] = getattr(importlib.import_module(module), attr)(self.provider)
             return self._built[name]
+
+
+def within(seconds: float, what: str, call: Callable[[], T]) -> T:
+    """``call()`` bounded in wall time as a whole: connect, send and the entire reply.
+
+    Socket timeouts bound each read, so a server that drips its reply a byte at a time
+    never trips them. Here the call runs in a daemon thread of its own; past ``seconds``
+    it is abandoned (its socket closes when its own timeouts do, or with the process) and
+    a RetryableError says so: the lever re-reads before it writes again. The op's
+    deadline (``time_left``) shortens the bound, so no call outlives its op."""
+    left = time_left()
+    if left is not None and left < seconds:
+        seconds = max(0.05, left)
+    done = threading.Event()
+    outcome: list[T] = []
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            outcome.append(call())
+        except BaseException as exc:
+            failure.append(exc)
+        finally:
+            done.set()
+
+    threading.Thread(target=run, name=f"call: {what}"[:60], daemon=True).start()
+    if not done.wait(seconds):
+        raise RetryableError(f"{what}: no complete reply within {seconds:g}s")
+    if failure:
+        raise failure[0]
+    return outcome[0]

@@ -18,7 +18,7 @@ from killswitch.contract import ApplyContext, Mechanism, Problem
 from killswitch.domain import Observed, Target
 from killswitch.errors import RetryableError
 from providers.aws.config import SERVICES, AwsConfig, check, known_regions
-from providers.base import Levers
+from providers.base import Levers, within
 
 if TYPE_CHECKING:
     from providers.aws.ratelimit import Kind, RateLimits
@@ -176,9 +176,14 @@ class AwsProvider:
             target.account, service, GLOBAL if service == "iam" else region, kind
         )
         bucket.acquire()
+        fence = ctx.fence if kind == "write" and ctx else _unfenced
+
+        def attempt() -> T:
+            with aws_call(what), fenced(fence):
+                return fn(client)
+
         try:
-            with aws_call(what), fenced(ctx.fence if kind == "write" and ctx else _unfenced):
-                result = fn(client)
+            result = within(self.call_bound_seconds(), what, attempt)
         except RetryableError as exc:
             if any(hint in str(exc) for hint in THROTTLE_HINTS):
                 bucket.throttled()

@@ -17,7 +17,7 @@ from pydantic import BaseModel
 
 from killswitch.contract import Mechanism, Problem
 from killswitch.domain import Target
-from providers.base import Levers
+from providers.base import Levers, within
 from providers.kubernetes.config import KubernetesConfig, check, selector_for
 from providers.kubernetes.labels import LabelSelector
 
@@ -100,7 +100,8 @@ class KubernetesProvider:
             apis = self._apis
         if fence is not None:
             fence()
-        return request(apis, f"{what} in {self.cluster}", fn)
+        where = f"{what} in {self.cluster}"
+        return within(self.call_bound_seconds(), where, lambda: request(apis, where, fn))
 
     def call_bound_seconds(self) -> float:
         """A request's connect and read timeouts, end to end."""

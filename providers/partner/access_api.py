@@ -23,6 +23,7 @@ import urllib3
 from killswitch.contract import ApplyContext, Permission
 from killswitch.domain import Access, Observed, Posture, Target
 from killswitch.errors import PermanentError, ProviderError, RetryableError
+from providers.base import within
 
 if TYPE_CHECKING:
     from providers.partner import PartnerProvider
@@ -115,8 +116,13 @@ class AccessApi:
             headers["Idempotency-Key"] = idempotency_key
         url = self.config.base_url + path
         what = f"partner {self.provider.name}: {method} {path}"
+        bound = self.provider.call_bound_seconds()
         try:
-            response = self._http().request(method, url, body=raw or None, headers=headers)
+            response = within(
+                bound,
+                what,
+                lambda: self._http().request(method, url, body=raw or None, headers=headers),
+            )
         except urllib3.exceptions.SSLError as exc:
             raise PermanentError(f"{what}: TLS verification failed: {_short(exc)}") from None
         except urllib3.exceptions.HTTPError as exc:

@@ -10,7 +10,7 @@ import time
 from tests.conftest import MODELS, NON_US, US, Workspace
 from tests.support.faultproxy import FaultProxy, for_action
 
-RUNS = int(os.environ.get("KILLSWITCH_CRASH_RUNS", "12"))  # `make soak` runs 200
+RUNS = int(os.environ.get("KILLSWITCH_CRASH_RUNS", "10"))  # `make soak` runs 200
 SEED = int(os.environ.get("KILLSWITCH_CRASH_SEED", "20261127"))
 
 

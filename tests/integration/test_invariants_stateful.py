@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +32,7 @@ from hypothesis.stateful import (
 
 from killswitch.domain import OPEN, REVOKED, Access, Posture
 from tests.conftest import Workspace
-from tests.support.faultproxy import Call, FaultProxy
+from tests.support.faultproxy import Call, FaultProxy, Rule
 from tests.support.processes import wait_for
 from tests.support.servers import MotoServer
 
@@ -191,18 +192,25 @@ class KillSwitchModel(RuleBasedStateMachine):
         self._next()
         self._tightened(frozenset({(region, model)}))
 
-    @precondition(lambda self: any(not r.dead for r in self.restores.values()))
-    @rule(data=st.data())
-    def a_restore_stalls_mid_apply_and_a_revoke_takes_over(self, data: st.DataObject) -> None:
+    def _apply_with_writes_held(
+        self, data: st.DataObject
+    ) -> tuple[Restore, Rule, int, subprocess.Popen[str]]:
+        """bob applies a live restore (approve, or `ops resume` once approved) with every
+        loosening write held at the proxy; back once they are all in flight (or it ended)."""
         live = sorted((r for r in self.restores.values() if not r.dead), key=lambda r: r.op)
         restore = data.draw(st.sampled_from(live))
         writes = sum(self._observed(w) != restore.desired for w in restore.targets)
         held = self.proxy.add(loosening, fault="hold")
-        # An approved restore cut short is finished by `ops resume`; else bob approves it.
         command = ("ops", "resume", restore.op) if restore.started else ("approve", restore.op)
-        approve = self.ws.spawn(*command, "--yes", actor="bob")
+        process = self.ws.spawn(*command, "--yes", actor="bob")
+        wait_for(lambda: held.fired == writes or process.poll() is not None, "writes")
+        return restore, held, writes, process
+
+    @precondition(lambda self: any(not r.dead for r in self.restores.values()))
+    @rule(data=st.data())
+    def a_restore_stalls_mid_apply_and_a_revoke_takes_over(self, data: st.DataObject) -> None:
+        restore, held, writes, approve = self._apply_with_writes_held(data)
         try:
-            wait_for(lambda: held.fired == writes or approve.poll() is not None, "writes")
             approve.send_signal(signal.SIGSTOP)
             revoke = self.ws.spawn("revoke", "-m", "all", "--reason", "new order", "--yes")
             wait_for(lambda: held.fired >= writes, "every write in flight")
@@ -229,14 +237,8 @@ class KillSwitchModel(RuleBasedStateMachine):
     @precondition(lambda self: any(not r.dead for r in self.restores.values()))
     @rule(data=st.data())
     def a_restore_is_killed_mid_apply_and_its_lock_broken(self, data: st.DataObject) -> None:
-        live = sorted((r for r in self.restores.values() if not r.dead), key=lambda r: r.op)
-        restore = data.draw(st.sampled_from(live))
-        writes = sum(self._observed(w) != restore.desired for w in restore.targets)
-        held = self.proxy.add(loosening, fault="hold")
-        command = ("ops", "resume", restore.op) if restore.started else ("approve", restore.op)
-        approve = self.ws.spawn(*command, "--yes", actor="bob")
+        restore, held, _, approve = self._apply_with_writes_held(data)
         try:
-            wait_for(lambda: held.fired == writes or approve.poll() is not None, "writes")
             approve.kill()
             approve.communicate(timeout=60)
         finally:

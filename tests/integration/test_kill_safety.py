@@ -24,7 +24,7 @@ from killswitch.lease import Heartbeat, LockRules
 from killswitch.state import open_store, parse_dynamodb_url
 from tests.conftest import MODELS, NON_US, US, Workspace
 from tests.support.dynamodb_local import dynamodb_local_fixture  # noqa: F401
-from tests.support.faultproxy import Call, FaultProxy, for_action
+from tests.support.faultproxy import Call, FaultProxy, Rule, for_action
 from tests.support.processes import stderr_so_far, wait_for
 
 REGIONS = US + NON_US
@@ -44,14 +44,23 @@ def ws(request: pytest.FixtureRequest, faulty_ws: Workspace) -> Workspace:
         store = DynamoDbStore(parse_dynamodb_url(state))
         store.create_table()
         store.close()
-    faulty_ws.write_inventory(
+    return with_safety_inventory(faulty_ws, state)
+
+
+@pytest.fixture
+def sqlite_ws(faulty_ws: Workspace) -> Workspace:
+    return with_safety_inventory(faulty_ws, "sqlite:///./.killswitch/state.db")
+
+
+def with_safety_inventory(ws: Workspace, state: str) -> Workspace:
+    ws.write_inventory(
         state=state,
         providers={
             "aws-prod": {
                 "type": "aws",
                 "regions": REGIONS,
                 "mechanisms": ["ssm-flag"],
-                "endpoint_url": faulty_ws.endpoint,
+                "endpoint_url": ws.endpoint,
                 "timeout_seconds": CALL_TIMEOUT,
             }
         },
@@ -62,7 +71,7 @@ def ws(request: pytest.FixtureRequest, faulty_ws: Workspace) -> Workspace:
             "lock": {"ttl_seconds": 3600, "heartbeat_seconds": 0.2},
         },
     )
-    return faulty_ws
+    return ws
 
 
 def postures(ws: Workspace) -> dict[tuple[str, str], str]:
@@ -106,20 +115,28 @@ def stopped() -> Iterator[list[subprocess.Popen[str]]]:
         p.communicate()
 
 
+def stall_an_approved_restore(
+    ws: Workspace, proxy: FaultProxy, stopped: list[subprocess.Popen[str]]
+) -> tuple[str, Rule, subprocess.Popen[str]]:
+    """Everything revoked; alice asks for a restore and bob approves it. Its writes are
+    sent and sit in the network, then bob's laptop freezes (SIGSTOP)."""
+    assert ws.run(*REVOKE_ALL, "--reason", "export order").code == 0
+    restore = request_restore(ws, "-m", "all")
+    held = proxy.add(opening, fault="hold")
+    approve = ws.spawn("approve", restore, "--yes", actor="bob")
+    stopped.append(approve)
+    wait_for(lambda: held.fired == len(EVERYWHERE), "every restore write in flight")
+    approve.send_signal(signal.SIGSTOP)
+    return restore, held, approve
+
+
 # -- 1 and 4: a revoke racing a restore that is applying -------------------------------------
 
 
 def test_a_revoke_fences_a_stalled_restore_and_undoes_its_late_writes_before_reporting(
     ws: Workspace, proxy: FaultProxy, stopped: list[subprocess.Popen[str]]
 ) -> None:
-    assert ws.run(*REVOKE_ALL, "--reason", "export order").code == 0
-    restore = request_restore(ws, "-m", "all")
-    # The approved restore's writes are sent and sit in the network; then its laptop freezes.
-    held = proxy.add(opening, fault="hold")
-    approve = ws.spawn("approve", restore, "--yes", actor="bob")
-    stopped.append(approve)
-    wait_for(lambda: held.fired == len(EVERYWHERE), "every restore write in flight")
-    approve.send_signal(signal.SIGSTOP)
+    restore, held, approve = stall_an_approved_restore(ws, proxy, stopped)
 
     # A new incident: the revoke is planned while everything still reads revoked.
     revoke = ws.spawn(*REVOKE_ALL, "--reason", "new order", "--ticket", "INC-9", "-o", "json",
@@ -154,8 +171,9 @@ def test_a_revoke_fences_a_stalled_restore_and_undoes_its_late_writes_before_rep
 
 
 def test_a_stopped_restricts_late_writes_are_closed_again_by_the_revoke_that_took_over(
-    ws: Workspace, proxy: FaultProxy, stopped: list[subprocess.Popen[str]]
+    sqlite_ws: Workspace, proxy: FaultProxy, stopped: list[subprocess.Popen[str]]
 ) -> None:
+    ws = sqlite_ws  # the store plays no part here; the stalled-restore test covers both
     restricting = proxy.add(
         lambda c: c.action == "PutParameter" and b"restricted" in c.body, fault="hold"
     )
@@ -244,13 +262,7 @@ def test_resuming_a_partial_restore_after_a_newer_revoke_is_refused(
 def test_a_broken_lock_then_a_newer_revoke_leaves_the_stalled_restore_nothing_to_resume(
     ws: Workspace, proxy: FaultProxy, stopped: list[subprocess.Popen[str]]
 ) -> None:
-    assert ws.run(*REVOKE_ALL, "--reason", "export order").code == 0
-    restore = request_restore(ws, "-m", "all")
-    held = proxy.add(opening, fault="hold")
-    approve = ws.spawn("approve", restore, "--yes", actor="bob")
-    stopped.append(approve)
-    wait_for(lambda: held.fired == len(EVERYWHERE), "every restore write in flight")
-    approve.send_signal(signal.SIGSTOP)
+    restore, held, approve = stall_an_approved_restore(ws, proxy, stopped)
     # The runbook says: break the lock of a holder that is gone.
     assert ws.run("lock", "break", "--reason", "bob's laptop froze", "--yes").code == 0
     held.gate.set()  # its writes in flight land after the break

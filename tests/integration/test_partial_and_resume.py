@@ -150,6 +150,73 @@ def test_a_hanging_region_fails_on_its_timeout_and_the_rest_is_revoked(
     )
 
 
+def test_a_region_that_drips_its_replies_fails_on_the_whole_call_bound_and_the_rest_is_revoked(
+    faulty_ws: Workspace, proxy: FaultProxy
+) -> None:
+    ws = faulty_ws
+    ws.write_inventory(
+        providers={
+            "aws-prod": {
+                "type": "aws",
+                "regions": US + NON_US,
+                "mechanisms": ["ssm-flag"],
+                "endpoint_url": ws.endpoint,
+                "timeout_seconds": 1,  # each read; the whole call: 1 s connect + 1 s read
+            }
+        },
+        policy={"retry": {"attempts": 2, "max_seconds": 5, "base_seconds": 0.05}},
+    )
+    # Every read of eu-west-1 answers one byte every 0.3 s: no single read ever times out,
+    # and a whole reply would take minutes.
+    proxy.add(for_region("eu-west-1", "GetParameter"), fault="drip", delay=0.3)
+
+    result = ws.run("revoke", "-m", "all", "--reason", "r", "--yes", "-o", "json")
+
+    assert result.code == 3, result.stderr
+    failed = {t["id"]: t["error"] for t in result.json()["targets"] if t["result"] == "failed"}
+    assert set(failed) == {f"aws:aws-prod/eu-west-1/ssm-flag/{m}" for m in MODELS}
+    assert all("no complete reply within 2s" in error for error in failed.values())
+    assert all(
+        ws.posture(r, m) == "revoked" for r in US + NON_US if r != "eu-west-1" for m in MODELS
+    )
+
+
+def test_a_deadline_ends_the_op_on_time_even_while_a_write_hangs(
+    faulty_ws: Workspace, proxy: FaultProxy
+) -> None:
+    ws = faulty_ws
+    # Each call may take 35 s by its own timeouts: only the op's deadline cuts it short.
+    ws.write_inventory(
+        providers={
+            "aws-prod": {
+                "type": "aws",
+                "regions": US + NON_US,
+                "mechanisms": ["ssm-flag"],
+                "endpoint_url": ws.endpoint,
+                "timeout_seconds": 30,
+            }
+        },
+    )
+    hang = proxy.add(for_region("ap-southeast-2", "PutParameter"), fault="hold")
+
+    result = ws.run(
+        "revoke", "-m", "all", "--reason", "r", "--yes", "--deadline", "6", "-o", "json"
+    )
+    hang.gate.set()
+
+    assert result.code == 3, result.stderr
+    report = result.json()
+    failed = {t["id"]: t["error"] for t in report["targets"] if t["result"] == "failed"}
+    assert set(failed) == {f"aws:aws-prod/ap-southeast-2/ssm-flag/{m}" for m in MODELS}
+    for error in failed.values():
+        bound = float(error.split("no complete reply within ")[1].split("s")[0])
+        assert bound <= 6, error  # cut by the deadline, not by the 30 s read timeout
+    assert "ops resume" in report["message"]
+    assert all(
+        ws.posture(r, m) == "revoked" for r in US + NON_US if r != "ap-southeast-2" for m in MODELS
+    )
+
+
 def test_connection_resets_are_retried_until_verified(
     faulty_ws: Workspace, proxy: FaultProxy
 ) -> None:

@@ -39,7 +39,7 @@ class Rule:
     """When ``match`` says so, do ``fault``; ``times`` bounds how often (None: always)."""
 
     match: Callable[[Call], bool]
-    fault: str  # "error", "delay", "hold", "reset", "lose-reply"
+    fault: str  # "error", "delay", "hold", "reset", "lose-reply", "drip"
     status: int = 500
     body: bytes = b""
     content_type: str = "application/x-amz-json-1.1"
@@ -79,6 +79,7 @@ class FaultProxy:
     rules: list[Rule] = field(default_factory=list)
     calls: Counter[str] = field(default_factory=Counter)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _stopped: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
         proxy = self
@@ -108,6 +109,7 @@ class FaultProxy:
         return self
 
     def stop(self) -> None:
+        self._stopped.set()  # ends every drip
         with self._lock:
             for rule in self.rules:
                 rule.gate.set()
@@ -166,6 +168,9 @@ class FaultProxy:
             handler.connection.close()
             return
         status, reply_headers, reply = self._forward(call)
+        if rule is not None and rule.fault == "drip":
+            self._drip(handler, status, reply_headers, reply, rule.delay)
+            return
         if rule is not None and rule.fault == "lose-reply":
             # The upstream applied the change; the client never hears of it.
             handler.close_connection = True
@@ -189,6 +194,31 @@ class FaultProxy:
             return response.status, keep, data
         finally:
             conn.close()
+
+    def _drip(
+        self,
+        handler: BaseHTTPRequestHandler,
+        status: int,
+        headers: dict[str, str],
+        body: bytes,
+        every: float,
+    ) -> None:
+        """The upstream's reply, one byte every ``every`` seconds: each read gets a byte
+        long before a read timeout, so only a bound on the whole reply ends it."""
+        handler.send_response(status)
+        for key, value in headers.items():
+            handler.send_header(key, value)
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        try:
+            for byte in body:
+                if self._stopped.wait(every):
+                    break
+                handler.wfile.write(bytes([byte]))
+                handler.wfile.flush()
+        except OSError:
+            pass  # the client gave up
+        handler.close_connection = True
 
     @staticmethod
     def _reply(
