@@ -248,13 +248,12 @@ class Switch:
         with self.executor.hold(op_id, Intent.TIGHTEN) as held:
             plan = self.executor.plan(action, requested, targets, held)
             losers = self._loosening_ops(ids)
-            fenced = held.lease.fenced
             needed = (
                 plan.pending
                 or plan.unreadable
                 or plan.blocked
                 or losers
-                or (fenced is not None and fenced.intent is not Intent.OTHER)
+                or self.executor.must_settle(held)
             )
             if not needed:
                 if existing is not None and existing.status is OpStatus.COMPLETE:

@@ -26,6 +26,7 @@ from killswitch.domain import (
     Operation,
     OpStatus,
     Plan,
+    Posture,
     Step,
     StepResult,
     Target,
@@ -149,12 +150,19 @@ class Executor:
                 self._record(op, change, StepResult.REFUSED, held, error=change.error)
         for wave in self._waves(op.action, [_unknown_as_change(c) for c in work]):
             self._apply_wave(op, wave, held, deadline)
-        # Any fenced op that wrote to providers may land a write planned before ours,
-        # looser than ours (a stopped restrict's restricted over our revoked, too).
-        fenced = held.lease.fenced
-        if op.action.tightens and fenced is not None and fenced.intent is not Intent.OTHER:
+        if op.action.tightens and self.must_settle(held):
             self._settle(op, plan, held, deadline)
         return self._finish(op, held)
+
+    def must_settle(self, held: Held) -> bool:
+        """Whether the holder we fenced out may still land a write looser than ours: any
+        op that writes to providers (a stopped restrict's restricted over our revoked,
+        too), unless it was a revoke, whose writes are as tight as any can be."""
+        fenced = held.lease.fenced
+        if fenced is None or fenced.intent is Intent.OTHER:
+            return False
+        op = self.store.get_op(fenced.op_id) if fenced.op_id else None
+        return op is None or not (op.action.tightens and op.desired.posture is Posture.REVOKED)
 
     def _finish(self, op: Operation, held: Held) -> OpStatus:
         steps = self.store.steps(op.id)

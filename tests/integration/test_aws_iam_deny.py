@@ -225,20 +225,27 @@ def test_throttling_and_a_lost_reply_still_end_verified(
 ) -> None:
     ws = bedrock_via_proxy
     _bedrock_inventory(ws)
-    counter = itertools.count()
     proxy.add(lambda call: call.action == "CreatePolicy", fault="lose-reply", times=1)
-    proxy.add(
-        lambda call: (
-            call.action in {"GetPolicy", "ListEntitiesForPolicy", "CreatePolicyVersion"}
-            and next(counter) % 3 == 0
-        ),
-        **aws_query_error("Throttling", "Rate exceeded"),
-    )
+    # Every distinct read and write is throttled the first time it is sent: each one must
+    # be retried (and the bucket slowed) before it gets through.
+    seen: set[bytes] = set()
+
+    def first_time(call: Call) -> bool:
+        if call.action not in {"GetPolicy", "ListEntitiesForPolicy", "CreatePolicyVersion"}:
+            return False
+        key = (call.region or "").encode() + call.headers.get("Authorization", "")[:60].encode()
+        key += call.body
+        fresh = key not in seen
+        seen.add(key)
+        return fresh
+
+    throttled = proxy.add(first_time, **aws_query_error("Throttling", "Rate exceeded"))
 
     result = ws.run("revoke", "-m", "all", "-r", "!us-*", "--reason", "r", "--yes", "-o", "json")
 
     assert result.code == 0, result.stdout
     assert {t["result"] for t in result.json()["targets"]} == {"verified"}
+    assert throttled.fired > 0
     for account, model in itertools.product(ACCOUNTS, IDS):
         iam = iam_in(ws, account)
         arn = policy_arn(account, model)
