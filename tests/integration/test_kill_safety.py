@@ -331,8 +331,9 @@ def test_an_op_row_edited_after_its_request_takes_no_approval(ws: Workspace) -> 
 
 
 def test_restrict_keeps_a_revoked_region_revoked_and_loosening_it_waits_for_approvals(
-    ws: Workspace,
+    sqlite_ws: Workspace,
 ) -> None:
+    ws = sqlite_ws  # engine logic: the stalled and superseded tests cover both stores
     assert ws.run("revoke", "-m", "all", "-r", "eu-west-1", "--reason", "partner cutoff",
                   "--yes").code == 0  # fmt: skip
 
@@ -359,7 +360,8 @@ def test_restrict_keeps_a_revoked_region_revoked_and_loosening_it_waits_for_appr
     assert all(ws.posture("eu-west-1", m) == "restricted" for m in MODELS)
 
 
-def test_drift_fix_open_re_opens_to_restricted_only_as_a_restore(ws: Workspace) -> None:
+def test_drift_fix_open_re_opens_to_restricted_only_as_a_restore(sqlite_ws: Workspace) -> None:
+    ws = sqlite_ws  # engine logic: the stalled and superseded tests cover both stores
     assert ws.run("restrict", "-m", "all", "-a", "us-person", "--reason", "order",
                   "--yes").code == 0  # fmt: skip
     # Someone revokes a flag by hand: tighter than the ledger says.

@@ -5,6 +5,8 @@ from __future__ import annotations
 from tests.conftest import MODELS, NON_US, US, Workspace
 from tests.support.faultproxy import FaultProxy, aws_error, for_action, for_region
 
+QUICK_RETRY = {"attempts": 2, "max_seconds": 5, "base_seconds": 0.05}
+
 
 def test_one_failing_region_gives_exit_3_and_the_rest_is_revoked(
     faulty_ws: Workspace, proxy: FaultProxy
@@ -123,18 +125,7 @@ def test_a_hanging_region_fails_on_its_timeout_and_the_rest_is_revoked(
     faulty_ws: Workspace, proxy: FaultProxy
 ) -> None:
     ws = faulty_ws
-    ws.write_inventory(
-        providers={
-            "aws-prod": {
-                "type": "aws",
-                "regions": US + NON_US,
-                "mechanisms": ["ssm-flag"],
-                "endpoint_url": ws.endpoint,
-                "timeout_seconds": 1,
-            }
-        },
-        policy={"retry": {"attempts": 2, "max_seconds": 5, "base_seconds": 0.05}},
-    )
+    with_call_timeout(ws, 1)
     # The server takes every write to ap-southeast-2 and never answers.
     hang = proxy.add(for_region("ap-southeast-2", "PutParameter"), fault="hold")
 
@@ -154,18 +145,7 @@ def test_a_region_that_drips_its_replies_fails_on_the_whole_call_bound_and_the_r
     faulty_ws: Workspace, proxy: FaultProxy
 ) -> None:
     ws = faulty_ws
-    ws.write_inventory(
-        providers={
-            "aws-prod": {
-                "type": "aws",
-                "regions": US + NON_US,
-                "mechanisms": ["ssm-flag"],
-                "endpoint_url": ws.endpoint,
-                "timeout_seconds": 1,  # each read; the whole call: 1 s connect + 1 s read
-            }
-        },
-        policy={"retry": {"attempts": 2, "max_seconds": 5, "base_seconds": 0.05}},
-    )
+    with_call_timeout(ws, 1)  # each read; the whole call: 1 s connect + 1 s read
     # Every read of eu-west-1 answers one byte every 0.3 s: no single read ever times out,
     # and a whole reply would take minutes.
     proxy.add(for_region("eu-west-1", "GetParameter"), fault="drip", delay=0.3)
@@ -186,17 +166,7 @@ def test_a_deadline_ends_the_op_on_time_even_while_a_write_hangs(
 ) -> None:
     ws = faulty_ws
     # Each call may take 35 s by its own timeouts: only the op's deadline cuts it short.
-    ws.write_inventory(
-        providers={
-            "aws-prod": {
-                "type": "aws",
-                "regions": US + NON_US,
-                "mechanisms": ["ssm-flag"],
-                "endpoint_url": ws.endpoint,
-                "timeout_seconds": 30,
-            }
-        },
-    )
+    with_call_timeout(ws, 30, retry=None)
     hang = proxy.add(for_region("ap-southeast-2", "PutParameter"), fault="hold")
 
     result = ws.run(
@@ -229,3 +199,20 @@ def test_connection_resets_are_retried_until_verified(
     assert resets.fired == 5
     assert {t["result"] for t in result.json()["targets"]} == {"verified"}
     assert all(ws.flag(r, m)["_version"] == 1 for r in US + NON_US for m in MODELS)  # type: ignore[index]
+
+
+def with_call_timeout(ws: Workspace, seconds: float, retry: object = QUICK_RETRY) -> None:
+    """The workspace's AWS entry with ``timeout_seconds`` (and, by default, few retries)."""
+    overrides: dict[str, object] = {"policy": {"retry": retry}} if retry else {}
+    ws.write_inventory(
+        providers={
+            "aws-prod": {
+                "type": "aws",
+                "regions": US + NON_US,
+                "mechanisms": ["ssm-flag"],
+                "endpoint_url": ws.endpoint,
+                "timeout_seconds": seconds,
+            }
+        },
+        **overrides,
+    )
