@@ -105,21 +105,19 @@ class Executor:
     ) -> Plan:
         """The plan as read now, under the lock: what apply does and reports comes from it."""
         held.beat.check()
-        ledger = {t.id: e.desired for t in targets if (e := self._ledger().get(t.id))}
+        entries = self.store.ledger()  # once: one read of the store, not one per target
+        ledger = {t.id: e.desired for t in targets if (e := entries.get(t.id))}
         return planner.plan(self.fleet, action, requested, targets, ledger)
-
-    def _ledger(self) -> dict[str, LedgerEntry]:
-        return self.store.ledger()
 
     # -- applying ---------------------------------------------------------------
     def apply(self, op: Operation, plan: Plan, held: Held) -> OpStatus:
         """Apply ``plan`` (made under ``held``) for ``op``; journal every target.
 
         Targets the plan refused (unsupported, preflight) are journaled ``refused``; the
-        rest are applied in waves and read back. A tightening op that fenced out a
-        loosening holder reads every target again once that holder's writes in flight
-        can no longer land, and closes again what they re-opened (a restore that took
-        over needs no settling: late tightening writes only close)."""
+        rest are applied in waves and read back. A tightening op that fenced out a holder
+        whose late writes could be looser (``must_settle``) reads every target again once
+        those writes in flight can no longer land, and closes again what they re-opened
+        (a restore that took over needs no settling: late tightening writes only close)."""
         self.store.set_op_status(op.id, OpStatus.RUNNING, held.lease)
         work = [c for c in plan.changes if c.kind in (ChangeKind.CHANGE, ChangeKind.UNREADABLE)]
         self.store.append_audit(
