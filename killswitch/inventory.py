@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -11,6 +12,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictBool,
     StrictFloat,
     StrictInt,
     ValidationError,
@@ -43,7 +45,58 @@ class ScopeSpec(_Strict):
 
 
 class RestorePolicy(_Strict):
+    """Who may re-open, and how (docs/reliability.md, "Who may re-open")."""
+
     approvals: StrictInt = Field(default=2, ge=1, le=10)
+    # Principals whose approval counts (empty: anyone but the requester). Compared in
+    # their normalised form (killswitch/identity.py).
+    approvers: list[str] = Field(default_factory=list, max_length=200)
+    # An OpenSSH allowed_signers file (as git uses): which key speaks for which principal.
+    # Relative to the inventory file.
+    allowed_signers: str | None = Field(default=None, min_length=1, max_length=4096)
+    # With signed: true, an approval without a valid signature counts for nothing.
+    signed: StrictBool = False
+    # An unapproved restore request ends (expired) this long after it was made:
+    # seconds, or a duration such as 90m, 4h, 2d.
+    expires_after: float = Field(default=4 * 3600.0, gt=0, le=30 * 86400)
+
+    @field_validator("expires_after", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        return parse_duration(value)
+
+    @model_validator(mode="after")
+    def _signed_needs_signers(self) -> RestorePolicy:
+        if self.signed and self.allowed_signers is None:
+            raise ValueError(
+                "signed: true needs allowed_signers (the OpenSSH allowed_signers file)"
+            )
+        return self
+
+
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value: Any) -> Any:
+    """``90``, ``90s``, ``30m``, ``4h``, ``2d`` → seconds; anything else is left for the
+    field's own type check to refuse (no bool, no float-looking string)."""
+    if isinstance(value, bool):
+        raise ValueError("a duration, e.g. 4h or 14400, not a boolean")
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        match = re.fullmatch(r"\s*(\d{1,7})\s*([smhd])\s*", value)
+        if match:
+            return float(int(match[1]) * DURATION_UNITS[match[2]])
+        raise ValueError(f"{value!r} is not a duration: write e.g. 90m, 4h, 2d or seconds")
+    raise ValueError("a duration, e.g. 4h or 14400")
+
+
+class AuditPolicy(_Strict):
+    # Where the engine writes a checkpoint of the audit chain's head after every op:
+    # file:///path (append-only file) or s3://bucket/prefix?region=…[&endpoint_url=…]
+    # (a bucket with Object Lock). None: no automatic anchoring.
+    anchor: str | None = Field(default=None, min_length=1, max_length=2048)
 
 
 class RetryPolicy(_Strict):
@@ -70,6 +123,7 @@ class PolicySpec(_Strict):
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
     concurrency: ConcurrencyPolicy = Field(default_factory=ConcurrencyPolicy)
     lock: LockPolicy = Field(default_factory=LockPolicy)
+    audit: AuditPolicy = Field(default_factory=AuditPolicy)
     # An op stops starting new provider calls after this long; the rest fail and resume.
     deadline_seconds: StrictFloat = Field(default=900.0, gt=0, le=86400)
 
