@@ -97,8 +97,25 @@ scopes:
   outside-us: {{models: [mythos-5, fable-5], regions: ["!us-*"]}}
   inside-us: {{models: [mythos-5, fable-5], regions: ["us-*"], providers: [aws-prod, acme]}}
 policy:
-  restore: {{approvals: 2}}
+  restore:                       # two people, each signing with their own SSH key
+    approvals: 2
+    signed: true
+    allowed_signers: keys/allowed_signers
 """
+
+
+def make_keys(folder: Path, people: list[str]) -> None:
+    """An SSH key each (as on their laptops), and the allowed_signers file that says whose
+    key is whose: the same format git uses for signed commits."""
+    folder.mkdir()
+    lines = []
+    for name in people:
+        key = folder / name
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", key],
+                       check=True)  # fmt: skip
+        kind, blob = (folder / f"{name}.pub").read_text().split()[:2]
+        lines.append(f"{name}@example.com {kind} {blob}")
+    (folder / "allowed_signers").write_text("\n".join(lines) + "\n")
 
 
 def say(text: str) -> None:
@@ -202,6 +219,7 @@ def main() -> None:
         elif STATE != "sqlite":
             raise SystemExit(f"demo: STATE is sqlite or dynamodb, not {STATE!r}")
         (WORK / "killswitch.yaml").write_text(inventory(server.url, partner.url, kubeconfig, state))
+        make_keys(WORK / "keys", ["alice", "bob"])
         listeners = {region: make_alb(server.url, region, MODELS) for region in FLEET_REGIONS}
         import boto3
 
@@ -238,15 +256,18 @@ def main() -> None:
         killswitch(f"drift --fix --region eu-west-1 --metrics-file {metrics}", expect=0)
         killswitch("drift", expect=0)
 
-        say("After review: restore needs two people (alice asks, bob approves)")
+        say("After review: restore needs two people, each signing (alice asks, bob approves)")
         out = killswitch(
-            "--actor alice restore --model all --reason 'review complete' --ticket INC-2041 "
-            "--yes --output json",
+            "restore --model all --reason 'review complete' --ticket INC-2041 "
+            "--key keys/alice --yes --output json",
             expect=5,
         )
         op = json.loads(out)["op"]
-        killswitch(f"--actor alice approve {op} --yes", expect=5)
-        killswitch(f"--actor bob approve {op} --yes", expect=0)
+        say("alice cannot approve her own request, whatever name she types")
+        killswitch(f"--actor bob approve {op} --key keys/alice --yes", expect=5)
+        say("bob approves with his key: the restore applies")
+        killswitch(f"approve {op} --key keys/bob --yes", expect=0)
+        killswitch(f"ops show {op}", expect=0)
         killswitch("status", expect=0)
         show_fleet(server.url, listeners, partner, kube)
 

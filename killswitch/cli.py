@@ -5,9 +5,7 @@ Nothing here imports a provider or a cloud SDK at start-up: ``--help`` stays fas
 
 from __future__ import annotations
 
-import getpass
 import os
-import socket
 import sys
 import time
 from collections.abc import Callable
@@ -36,6 +34,8 @@ EXIT_FOR_STATUS = {
     "unreadable": ExitCode.PARTIAL,
     "awaiting-approval": ExitCode.AWAITING_APPROVAL,
     "superseded": ExitCode.SUPERSEDED,
+    "declined": ExitCode.SUPERSEDED,
+    "expired": ExitCode.SUPERSEDED,
     "refused": ExitCode.PARTIAL,
 }
 
@@ -50,19 +50,23 @@ class Session:
     output: str = "table"
     lock_wait: float | None = None  # --lock-timeout; None: policy.lock.wait_seconds
     deadline: float | None = None  # --deadline; None: policy.deadline_seconds
+    key: str | None = None  # --key: the SSH key that signs restores, approvals, declines
 
     def load(self) -> Any:
         from killswitch import inventory
 
         return inventory.load(inventory.resolve_path(self.inventory_path))
 
-    def who(self) -> str:
-        actor = self.actor or os.environ.get("KILLSWITCH_ACTOR")
-        if not actor:
-            actor = f"{getpass.getuser()}@{socket.gethostname()}"
-        from killswitch.text import check_actor
+    def identity(self, inventory: Any) -> Any:
+        """Who acts, from a credential (killswitch/identity.py); --actor is a label."""
+        from killswitch import identity
 
-        return check_actor(actor)
+        label = self.actor or os.environ.get(identity.LABEL_ENV) or None
+        return identity.resolve(inventory, key=self.key, label=label)
+
+    def who(self) -> str:
+        """The acting principal, for commands outside the engine (lock break, migrate)."""
+        return str(self.identity(self.load()).principal)
 
 
 def session_options(fn: F) -> F:
@@ -89,7 +93,16 @@ def session_options(fn: F) -> F:
         "--actor",
         expose_value=False,
         callback=remember("actor"),
-        help="Who acts (default: $KILLSWITCH_ACTOR or user@host).",
+        help="A display label beside who acts (default: $KILLSWITCH_ACTOR). Who acts "
+        "comes from your key, AWS credentials or OS account, never from this.",
+    )(fn)
+    fn = click.option(
+        "--key",
+        metavar="PATH",
+        expose_value=False,
+        callback=remember("key"),
+        help="SSH key that signs restore requests, approvals and declines (a private key, "
+        "or a .pub served by ssh-agent; default: $KILLSWITCH_SIGNING_KEY).",
     )(fn)
     fn = click.option(
         "--output",
@@ -195,7 +208,11 @@ def make_selector(
     metavar="PATH",
     help="Inventory file (default: $KILLSWITCH_INVENTORY or ./killswitch.yaml).",
 )
-@click.option("--actor", help="Who acts (default: $KILLSWITCH_ACTOR or user@host).")
+@click.option(
+    "--actor",
+    help="A display label beside who acts (default: $KILLSWITCH_ACTOR). Who acts comes "
+    "from your key, AWS credentials or OS account, never from this.",
+)
 @click.option(
     "--concurrency",
     type=click.IntRange(1, 512),
@@ -237,18 +254,29 @@ def _switch(
     session: Session,
     *,
     progress: bool = False,
-    actor: str | None = None,
+    label: str | None = None,
     break_glass: bool = False,
+    acts: bool = True,
 ) -> Any:
     """The engine on the inventory's store. ``break_glass`` (revoke, restrict): when the
-    shared store cannot be reached, run on a local spool instead, loudly."""
+    shared store cannot be reached, run on a local spool instead, loudly. ``acts``: the
+    command writes, so who acts is read from a credential (reads skip that)."""
     from killswitch import render
     from killswitch.engine import Switch
     from killswitch.state import break_glass_warning, open_store
     from killswitch.state.spool import default_spool_dir
 
     inventory = session.load()
-    actor = actor or session.who()  # checked before the store is even opened
+    if acts:  # checked before the store is even opened
+        actor = session.identity(inventory)
+        if label:
+            from dataclasses import replace
+
+            actor = replace(actor, label=label)
+    else:
+        from killswitch.identity import Identity, os_principal
+
+        actor = Identity(os_principal(), "os")
     spool_dir = default_spool_dir(inventory.path) if break_glass else None
     store = open_store(inventory.state_url, spool_dir=spool_dir)
     warning = break_glass_warning(store)
@@ -337,7 +365,7 @@ def _finish(session: Session, report: Report, title: str) -> int:
 def plan(session: Session, /, action: str, audience: tuple[str, ...], **picks: Any) -> int:
     """Show what ACTION would change. Exit 0: nothing to change; 2: changes pending;
     3: targets unreadable; 64: some targets cannot take that posture."""
-    switch = _switch(session)
+    switch = _switch(session, acts=False)
     result = switch.plan(Action(action), make_selector(**picks), audience)
     return _finish_plan(session, result, f"plan: {action}")
 
@@ -391,7 +419,7 @@ def _change_command(action: Action) -> Callable[..., int]:
             reason=reason,
             ticket=ticket,
             idempotency_key=idempotency_key,
-            confirm=_confirmer(yes),
+            confirm=None if yes else _confirmer(yes),
         )
         return _finish_op(session, switch, report, action.value)
 
@@ -472,12 +500,26 @@ def approve(session: Session, /, op_id: str, yes: bool) -> int:
 
 
 @cli.command()
+@click.argument("op_id")
+@click.option("--reason", required=True, help="Why the restore is declined (audited).")
+@session_options
+@click.pass_obj
+def decline(session: Session, /, op_id: str, reason: str) -> int:
+    """Decline a restore request: it ends, never re-opens anything, and is audited
+    (signed with --key when you have one). An approver or the requester may decline."""
+    switch = _switch(session)
+    report = switch.decline(op_id, reason=reason)
+    _finish(session, report, f"decline {op_id}")
+    return 0
+
+
+@cli.command()
 @selector_options
 @session_options
 @click.pass_obj
 def status(session: Session, /, **picks: Any) -> int:
     """Observed posture of every selected target (all, by default)."""
-    switch = _switch(session)
+    switch = _switch(session, acts=False)
     return _finish(session, switch.status(make_selector(**picks)), "status")
 
 
@@ -530,11 +572,11 @@ def drift(
 
     started = time.monotonic()
     selector = make_selector(**picks)
-    switch = _switch(session, actor=DRIFT_ACTOR if fix or fix_open else None)
+    switch = _switch(session, label=DRIFT_ACTOR, acts=fix or fix_open)
     found = switch.drift(selector)
     healed: list[Report] = []
     if (fix or fix_open) and found.status in ("drift", "unreadable"):
-        reason = f"drift-check run by {session.who()}: back to the ledger's posture"
+        reason = f"drift-check run by {switch.actor}: back to the ledger's posture"
         healed = switch.heal(found, fix_open=fix_open, reason=reason)
     url = notify_url or _inventory_webhook(switch.inventory, "drift")
     if url and found.status == "drift":
@@ -584,10 +626,9 @@ def ops() -> None:
 def ops_list(session: Session, /, limit: int) -> int:
     """Recent operations, newest first."""
     from killswitch import render
-    from killswitch.state import open_store
 
-    store = open_store(session.load().state_url)
-    found = store.list_ops(limit)
+    switch = _switch(session, acts=False)
+    found = switch.as_now(switch.store.list_ops(limit))
     if session.output == "json":
         render.emit_json({"ops": [render.op_json(op) for op in found]})
     else:
@@ -601,21 +642,34 @@ def ops_list(session: Session, /, limit: int) -> int:
 @click.pass_obj
 def ops_show(session: Session, /, op_id: str) -> int:
     """One operation and the latest step of each of its targets."""
-    switch = _switch(session)
-    op = switch.store.get_op(op_id)
+    switch = _switch(session, acts=False)
     report = switch.op_report(op_id)
+    op = switch.as_now([switch.store.get_op(op_id)])[0]
     if session.output == "json":
         from killswitch import render
 
         data = render.report_json(report)
         data["operation"] = render.op_json(op)
-        from killswitch.approvals import approvers
-
-        data["approvals"] = approvers(switch.store, op)
+        data |= switch.approval_state(op)
         render.emit_json(data)
         return int(EXIT_FOR_STATUS.get(report.status, ExitCode.ERROR))
     title = f"{op.action.value} → {op.desired} by {op.actor}: {op.reason}"
-    return _finish(session, report, title)
+    code = _finish(session, report, title)
+    if not op.action.tightens:
+        from killswitch.text import printable
+
+        state = switch.approval_state(op)
+        names = ", ".join(state["approvals"]) or "nobody"
+        signed = "signed request" if state["signed"] else "unsigned request"
+        click.echo(f"approvals: {printable(names)} of {op.required_approvals} ({signed})")
+        if state["declined"]:
+            by = state["declined"]
+            click.echo(printable(f"declined by {by['by']} at {by['at']}: {by['reason']}"))
+        elif state["expires_at"] and op.status.unfinished:
+            click.echo(f"expires at {state['expires_at']} unless approved")
+        for note in state["not_counted"]:
+            click.echo(printable(f"not counted: {note}"))
+    return code
 
 
 @ops.command("resume")
@@ -657,22 +711,25 @@ def audit_list(session: Session, /, limit: int) -> int:
 @session_options
 @click.pass_obj
 def audit_verify(session: Session, /) -> int:
-    """Recompute the hash chain. Exit 0 intact; 3 broken (edited, deleted or moved rows)."""
-    from killswitch import audit as chain
-    from killswitch import render
+    """Recompute the hash chain, check every signature in it, and recompute the ops,
+    approvals and ledger from it. Exit 0 intact; 3 when anything disagrees (edited,
+    deleted or moved rows, forged signatures, table rows the log does not back)."""
+    from killswitch import render, replay
+    from killswitch.approvals import Rules
     from killswitch.state import open_store
+    from killswitch.text import printable
 
-    store = open_store(session.load().state_url)
-    events = store.audit_events()
-    problems = chain.verify(events, store.audit_head())
+    inventory = session.load()
+    store = open_store(inventory.state_url)
+    events, problems = replay.verify_state(store, Rules.of(inventory))
     if session.output == "json":
-        render.emit_json({"intact": not problems, "events": len(events), "problems": problems})
+        render.emit_json({"intact": not problems, "events": events, "problems": problems})
     elif problems:
-        click.echo(f"audit chain BROKEN ({len(events)} events):", err=False)
+        click.echo(f"audit log and state DISAGREE ({events} events):", err=False)
         for p in problems:
-            click.echo(f"  {p}")
+            click.echo(f"  {printable(p)}")
     else:
-        click.echo(f"audit chain intact: {len(events)} events")
+        click.echo(f"audit chain intact: {events} events; ops, approvals and ledger match it")
     return int(ExitCode.PARTIAL if problems else ExitCode.OK)
 
 

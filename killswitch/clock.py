@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from typing import Protocol
 
 
@@ -10,6 +11,10 @@ class Clock(Protocol):
     def monotonic(self) -> float: ...
 
     def sleep(self, seconds: float) -> None: ...
+
+    def now(self) -> datetime:
+        """Wall-clock time, UTC (for what expires, such as a restore request)."""
+        ...
 
 
 class SystemClock:
@@ -21,6 +26,9 @@ class SystemClock:
     def sleep(self, seconds: float) -> None:
         if seconds > 0:
             time.sleep(seconds)
+
+    def now(self) -> datetime:
+        return datetime.now(UTC)
 
 
 SYSTEM = SystemClock()

@@ -129,6 +129,17 @@ class CallBound(Protocol):
 
 
 @runtime_checkable
+class Identifies(Protocol):
+    """Optional: a provider whose credentials say who the caller is (killswitch/identity.py).
+
+    ``caller_identity`` returns who the credentials belong to, as the provider names
+    them (an ARN for AWS), within ``timeout`` seconds; it raises when they cannot be
+    read."""
+
+    def caller_identity(self, timeout: float) -> str: ...
+
+
+@runtime_checkable
 class LeastPrivilege(Protocol):
     """Optional: a provider that can print the least-privilege policy its levers need."""
 

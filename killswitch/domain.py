@@ -206,6 +206,10 @@ class OpStatus(StrEnum):
     PARTIAL = "partial"
     # A loosening op that a newer revoke or restrict reached first: it never re-opens.
     SUPERSEDED = "superseded"
+    # A restore request someone declined (killswitch decline), or that nobody approved
+    # within policy.restore.expires_after: it never re-opens either.
+    DECLINED = "declined"
+    EXPIRED = "expired"
 
     @property
     def unfinished(self) -> bool:

@@ -8,10 +8,12 @@ import json
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
+from datetime import timedelta
 
 import structlog
 
-from killswitch import approvals, drift, planner, text
+from killswitch import approvals, drift, planner, replay, signing, text
 from killswitch.clock import SYSTEM, Clock
 from killswitch.contract import CallBound, Discovery
 from killswitch.domain import (
@@ -19,6 +21,7 @@ from killswitch.domain import (
     Action,
     ChangeKind,
     Intent,
+    LedgerEntry,
     Operation,
     OpStatus,
     Plan,
@@ -32,6 +35,7 @@ from killswitch.domain import (
 )
 from killswitch.errors import KillswitchError, UnknownOperation, UsageError
 from killswitch.executor import Executor, Held, StepListener
+from killswitch.identity import Identity, IdentityError, normalise
 from killswitch.inventory import Inventory
 from killswitch.lease import LockRules, Waiting
 from killswitch.planner import Fleet
@@ -42,6 +46,9 @@ log = structlog.get_logger("killswitch.engine")
 
 Confirm = Callable[[Plan], None]
 """Shows the plan and returns to go on; raises to refuse."""
+Consent = Confirm | None
+"""None: consent given ahead (--yes, drift --fix): a revoke or restrict reads each
+target once, under the lock, instead of first for a preview nobody looks at."""
 
 
 def desired_access(action: Action, audience: Sequence[str]) -> Access:
@@ -81,7 +88,7 @@ class Switch:
         self,
         inventory: Inventory,
         store: StateStore,
-        actor: str,
+        actor: Identity | str,
         *,
         concurrency: int | None = None,
         on_step: StepListener | None = None,
@@ -95,7 +102,12 @@ class Switch:
         # (--deadline); None: policy.deadline_seconds.
         self.deadline = deadline
         self.store = store
-        self.actor = actor
+        # Who acts, from a credential (killswitch/identity.py); a bare name is taken as
+        # it is only where the caller vouches for it (tests of the engine alone).
+        self.identity = actor if isinstance(actor, Identity) else Identity(normalise(actor), "os")
+        self.actor = self.identity.principal
+        self.rules = approvals.Rules.of(inventory)
+        self.clock = clock
         self.fleet = Fleet(inventory, concurrency=concurrency)
         lock = inventory.spec.policy.lock
         rules = LockRules(
@@ -106,7 +118,7 @@ class Switch:
         self.executor = Executor(
             self.fleet,
             store,
-            actor,
+            self.actor,
             on_step,
             rules=rules,
             inflight_seconds=_inflight_bound(inventory),
@@ -146,7 +158,8 @@ class Switch:
     def drift(self, selector: Selector) -> Report:
         """Ledger vs observed (killswitch/drift.py)."""
         targets = resolve(self.inventory, selector)
-        rows = drift.classify(targets, self.store.ledger(), self.fleet.observe_all(targets))
+        ledger = self.safety_ledger()
+        rows = drift.classify(targets, ledger, self.fleet.observe_all(targets))
         models = {t.model for t in targets}
         for name in sorted({t.provider for t in targets}):
             provider = self.inventory.provider(name)
@@ -158,6 +171,21 @@ class Switch:
                     continue
                 rows += drift.unmanaged([(t, o) for t, o in found if t.model in models])
         return Report(None, drift.status(rows), tuple(rows))
+
+    def safety_ledger(self) -> dict[str, LedgerEntry]:
+        """The ledger as drift must see it: per target, the tighter of the table's row and
+        what the audit log says was set (a row loosened by hand hides nothing)."""
+        logged = replay.replay(self.store.audit_events()).ledger
+        table = self.store.ledger()
+        merged = replay.safest(table, logged)
+        loosened = [t for t, e in merged.items() if t in table and table[t] != e]
+        if loosened:
+            log.warning(
+                "ledger rows looser than the audit log; using the log",
+                targets=len(loosened),
+                first=loosened[0],
+            )
+        return merged
 
     def heal(self, report: Report, *, fix_open: bool, reason: str) -> list[Report]:
         """Close again every drifted target that is more open than the ledger says, in
@@ -183,7 +211,7 @@ class Switch:
                     Selector(targets=tuple(ids)),
                     audience=desired.audience,
                     reason=reason,
-                    confirm=lambda plan: None,  # --fix is the consent; it runs unattended
+                    confirm=None,  # --fix is the consent; it runs unattended
                 )
             )
         return reports
@@ -198,16 +226,21 @@ class Switch:
         reason: str,
         ticket: str | None = None,
         idempotency_key: str | None = None,
-        confirm: Confirm,
+        confirm: Consent,
         deadline: float | None = None,
     ) -> Report:
         """Revoke or restrict (at once), or request a restore (applied after approvals),
         all within ``deadline`` seconds (default: the Switch's, or policy's)."""
         with self._clock(deadline):
-            plan = self.preview(action, selector, audience=audience, reason=reason, ticket=ticket)
+            read = confirm is not None or not action.tightens
+            plan = self.preview(
+                action, selector, audience=audience, reason=reason, ticket=ticket, read=read
+            )
             if action.tightens:
                 return self._tighten(plan, selector, reason, ticket, idempotency_key, confirm)
-            return self._request_restore(plan, selector, reason, ticket, idempotency_key, confirm)
+            return self._request_restore(
+                plan, selector, reason, ticket, idempotency_key, confirm or _no_question
+            )
 
     @contextmanager
     def _clock(self, seconds: float | None = None) -> Iterator[None]:
@@ -230,7 +263,7 @@ class Switch:
         reason: str,
         ticket: str | None,
         idempotency_key: str | None,
-        confirm: Confirm,
+        confirm: Consent,
     ) -> Report:
         """Revoke or restrict: confirm on what was read, then decide again under the lock.
 
@@ -240,7 +273,7 @@ class Switch:
         action, requested = preview.action, preview.desired
         targets = [c.target for c in preview.changes]
         ids = [t.id for t in targets]
-        if preview.pending or preview.unreadable:
+        if confirm is not None and (preview.pending or preview.unreadable):
             confirm(preview)
         op_id, existing = self._find_op(action, ids, requested, ticket, idempotency_key, False)
         if existing is not None and existing.status.unfinished:
@@ -274,7 +307,8 @@ class Switch:
         idempotency_key: str | None,
         confirm: Confirm,
     ) -> Report:
-        """A restore is recorded, bound to what it re-opens, and waits for approvals."""
+        """A restore is recorded, bound to what it re-opens (signed when the requester
+        has a key), and waits for approvals."""
         _refuse_blocked(plan)
         target_ids = [c.target.id for c in plan.changes]
         work = [c for c in plan.changes if c.kind in (ChangeKind.CHANGE, ChangeKind.UNREADABLE)]
@@ -286,18 +320,36 @@ class Switch:
                 log.info("resuming the op this command started before", op=existing.id)
                 return self.resume(existing.id, confirm=confirm)
             if existing.status is OpStatus.AWAITING_APPROVAL:
-                if self._approved(existing):  # approved, but its apply was cut short
+                tally = self._tally(existing)
+                self._standing(tally)  # an expired request is not revived by asking again
+                if tally.complete:  # approved, but its apply was cut short
                     return self.resume(existing.id, confirm=confirm)
-                return self._awaiting(existing)
+                return self._awaiting(tally)
             return self._plan_report(plan, existing.id, "already-done")
         if not work:
             return self._plan_report(plan, None, "nothing-to-do")
+        self._careful()
         confirm(plan)
         op = self._record_op(op_id, plan, selector, reason, ticket, OpStatus.AWAITING_APPROVAL)
-        have = approvals.record(self.store, op, self.actor, as_requester=True)
+        have = approvals.record(self.store, self._tally(op), self.identity, as_requester=True)
         if len(have) < op.required_approvals:
-            return self._awaiting(op)
+            return self._awaiting(self._tally(op))
         return self.resume(op.id)
+
+    def _careful(self) -> None:
+        """Restore, approve and decline act only as a vouched-for person: no fallback
+        identity, and a key when policy.restore.signed is on."""
+        who = self.identity.vouched()
+        if self.rules.signed and who.signer is None:
+            raise IdentityError(
+                "policy.restore.signed is on: restore, approve and decline need your SSH "
+                "key (--key PATH, or $KILLSWITCH_SIGNING_KEY; a .pub served by ssh-agent)"
+            )
+        if self.rules.approvers and who.principal not in self.rules.approvers:
+            raise UsageError(
+                f"{who.principal} is not one of policy.restore.approvers, so their approval "
+                "or decline would count for nothing"
+            )
 
     def _record_op(
         self,
@@ -325,8 +377,19 @@ class Switch:
             if plan.action.tightens
             else self.inventory.spec.policy.restore.approvals,
         )
+        payload = approvals.requested(op)
+        if not op.action.tightens:
+            ledger = approvals.generation(self.store.ledger(), op.target_ids)
+            expires = self.clock.now() + timedelta(seconds=self.rules.expires_after)
+            expires_at = expires.isoformat(timespec="seconds").replace("+00:00", "Z")
+            payload = approvals.requested(op, ledger=ledger, expires_at=expires_at)
+            if self.identity.signer is not None:
+                message = approvals.request_message(op, ledger, expires_at)
+                payload["signature"] = self.identity.signer.sign(message, signing.APPROVAL)
+        if self.identity.label:
+            payload["label"] = self.identity.label
         self.store.create_op(op)
-        self.store.append_audit(self.actor, "op.requested", op.id, approvals.requested(op))
+        self.store.append_audit(self.actor, "op.requested", op.id, payload)
         return op
 
     def preview(
@@ -337,8 +400,10 @@ class Switch:
         audience: Sequence[str] = (),
         reason: str,
         ticket: str | None = None,
+        read: bool = True,
     ) -> Plan:
-        """The plan a change command would apply, with the same checks (``--dry-run``)."""
+        """The plan a change command would apply, with the same checks (``--dry-run``);
+        ``read=False``: the targets only, each to be read under the lock."""
         if not selector.names_models:
             raise UsageError(
                 f"name which models to {action.value}: --model, --scope or --target "
@@ -348,6 +413,9 @@ class Switch:
             raise UsageError("--reason must say why (it goes into the audit log and the flag)")
         text.check_reason(reason)
         text.check_ticket(ticket)
+        if not read:
+            desired = desired_access(action, audience)
+            return planner.unread(action, desired, resolve(self.inventory, selector))
         return self.plan(action, selector, audience)
 
     def approve(self, op_id: str, *, confirm: Confirm) -> Report:
@@ -355,26 +423,62 @@ class Switch:
             return self._approve(op_id, confirm=confirm)
 
     def _approve(self, op_id: str, *, confirm: Confirm) -> Report:
-        """Add this actor's approval to a restore; apply it once enough people agreed.
+        """Add this person's approval to a restore; apply it once enough people agreed.
 
-        A superseded or stale restore takes no approval (exit 6). When this approval
-        completes the quorum, the confirmation comes first: a refused confirmation
-        records nothing."""
+        A superseded, stale, declined or expired restore takes no approval (exit 6).
+        When this approval completes the quorum, the confirmation comes first: a refused
+        confirmation records nothing."""
         op = self._get(op_id)
-        if not op.action.tightens:
-            approvals.standing(self.store, op)
-        if op.status is OpStatus.AWAITING_APPROVAL and self._approved(op):
+        if op.action.tightens:
+            raise UsageError(f"op {op.id} is a {op.action.value}: only a restore takes approvals")
+        tally = self._tally(op)
+        self._standing(tally)
+        if op.status is OpStatus.AWAITING_APPROVAL and tally.complete:
             return self.resume(op.id, confirm=confirm)  # approved, but its apply was cut short
-        approvals.check(self.store, op, self.actor)
-        if len(approvals.approvers(self.store, op)) + 1 >= op.required_approvals:
+        self._careful()
+        approvals.check(tally, self.actor)
+        if len(tally.votes) + 1 >= op.required_approvals:
             plan = self._plan_of(op)
             _refuse_blocked(plan)
             if plan.pending or plan.unreadable:
                 confirm(plan)
-        have = approvals.record(self.store, op, self.actor, as_requester=False)
+        have = approvals.record(self.store, tally, self.identity, as_requester=False)
         if len(have) < op.required_approvals:
-            return self._awaiting(op)
+            return self._awaiting(self._tally(op))
         return self.resume(op.id)
+
+    def decline(self, op_id: str, *, reason: str) -> Report:
+        """End a restore request: it will never re-open anything (audited, signed when
+        the decliner has a key). An approver or the requester may decline."""
+        if not reason.strip():
+            raise UsageError("--reason must say why the restore is declined")
+        text.check_reason(reason)
+        op = self._get(op_id)
+        if op.action.tightens:
+            raise UsageError(
+                f"op {op.id} is a {op.action.value}: only a restore request is declined"
+            )
+        tally = self._tally(op)
+        self._standing(tally)
+        if op.status is not OpStatus.AWAITING_APPROVAL:
+            raise UsageError(
+                f"op {op.id} is {op.status.value}; only a restore awaiting approval can be declined"
+            )
+        if self.actor != op.actor:
+            self._careful()
+        else:
+            self.identity.vouched()
+        assert tally.request is not None  # standing() checked
+        payload: dict[str, object] = {"reason": reason, "request": tally.request.hash}
+        if self.identity.label:
+            payload["label"] = self.identity.label
+        if self.identity.signer is not None:
+            message = approvals.verdict_message(op, tally.request, "decline")
+            payload["signature"] = self.identity.signer.sign(message, signing.APPROVAL)
+        self.store.set_op_status(op.id, OpStatus.DECLINED, None)
+        self.store.append_audit(self.actor, approvals.DECLINED, op.id, payload)
+        log.warning("restore declined", op=op.id, by=self.actor)
+        return self.op_report(op.id)
 
     def resume(self, op_id: str, *, confirm: Confirm | None = None) -> Report:
         with self._clock():
@@ -389,9 +493,10 @@ class Switch:
         if op.status is OpStatus.COMPLETE:
             return self.op_report(op.id)
         if not op.action.tightens:
-            approvals.standing(self.store, op)
-            if op.status is OpStatus.AWAITING_APPROVAL and not self._approved(op):
-                return self._awaiting(op)
+            tally = self._tally(op)
+            self._standing(tally)
+            if op.status is OpStatus.AWAITING_APPROVAL and not tally.complete:
+                return self._awaiting(tally)
         if confirm is not None:
             preview = self._plan_of(op)
             if not op.action.tightens:
@@ -417,8 +522,9 @@ class Switch:
         marked superseded (audited) and refused."""
         fresh = self._get(op.id)
         try:
-            approvals.standing(self.store, fresh)
-            if not self._approved(fresh):
+            tally = self._tally(fresh)
+            self._standing(tally)
+            if not tally.complete:
                 raise approvals.Superseded(op.id, "its approvals no longer count")
         except approvals.Superseded as exc:
             if fresh.status is not OpStatus.SUPERSEDED:
@@ -464,8 +570,44 @@ class Switch:
             )
             log.warning("superseded a restore", op=loser.id, by=by.id)
 
+    def as_now(self, ops: Sequence[Operation]) -> list[Operation]:
+        """Ops as they stand now: an unapproved restore request past its expiry shows
+        ``expired`` (it is marked so, audited, the next time anyone acts on it)."""
+        if not any(op.status is OpStatus.AWAITING_APPROVAL for op in ops):
+            return list(ops)
+        events, now = self.store.audit_events(), self.clock.now()
+        return [
+            replace(op, status=OpStatus.EXPIRED)
+            if op.status is OpStatus.AWAITING_APPROVAL
+            and approvals.expired(approvals.count(events, op, self.rules), now)
+            else op
+            for op in ops
+        ]
+
+    def approval_state(self, op: Operation) -> dict[str, object]:
+        """What ``ops show`` says of a restore's approvals: who counts, what did not
+        and why, until when it may be approved, and who declined it."""
+        if op.action.tightens:
+            return {"approvals": []}
+        tally = approvals.count(self.store.audit_events(), op, self.rules)
+        request = tally.request.payload if tally.request else {}
+        declined = tally.of_op(approvals.DECLINED)
+        return {
+            "approvals": tally.names,
+            "not_counted": tally.ignored,
+            "expires_at": request.get("expires_at"),
+            "signed": "signature" in request,
+            "declined": {
+                "by": declined[-1].actor,
+                "reason": declined[-1].payload.get("reason"),
+                "at": declined[-1].at,
+            }
+            if declined
+            else None,
+        }
+
     def op_report(self, op_id: str) -> Report:
-        op = self._get(op_id)
+        op = self.as_now([self._get(op_id)])[0]
         steps = self.store.steps(op.id)
         known = {t.id: t for t in all_targets(self.inventory)}
         rows = []
@@ -486,15 +628,35 @@ class Switch:
         return Report(op.id, op.status.value, tuple(rows), _next_step(op, rows))
 
     # -- helpers ---------------------------------------------------------------
-    def _approved(self, op: Operation) -> bool:
-        return len(approvals.approvers(self.store, op)) >= op.required_approvals
+    def _tally(self, op: Operation) -> approvals.Tally:
+        """``op``'s approvals that count, from the audit log (verified first)."""
+        return approvals.tally(self.store, op, self.rules)
 
-    def _awaiting(self, op: Operation) -> Report:
+    def _standing(self, tally: approvals.Tally) -> None:
+        """Raise Superseded unless the restore still stands. A request found past its
+        expiry unapproved is marked expired (audited) on the way."""
+        op, now = tally.op, self.clock.now()
+        if (
+            op.status is OpStatus.AWAITING_APPROVAL
+            and approvals.expired(tally, now)
+            and tally.request is not None
+        ):
+            self.store.set_op_status(op.id, OpStatus.EXPIRED, None)
+            self.store.append_audit(
+                self.actor, "op.expired", op.id, {"expires_at": tally.request.payload["expires_at"]}
+            )
+        logged = replay.replay(tally.events).ledger
+        approvals.standing(tally, [self.store.ledger(), logged], now)
+
+    def _awaiting(self, tally: approvals.Tally) -> Report:
+        op = tally.op
         report = self.op_report(op.id)
-        have = approvals.approvers(self.store, op)
+        have = tally.names
+        expires = tally.request.payload.get("expires_at") if tally.request else None
         message = (
             f"{len(have)} of {op.required_approvals} approvals ({', '.join(have)}); "
             f"another person runs: killswitch approve {op.id}"
+            + (f" (before {expires}, when the request expires)" if expires else "")
         )
         return Report(op.id, OpStatus.AWAITING_APPROVAL.value, report.rows, message)
 
@@ -526,6 +688,11 @@ class Switch:
                     f"--idempotency-key {idempotency_key!r} was used for op {op_id} "
                     f"({existing.action.value} {existing.selector}); use a new key for a new intent"
                 )
+            if existing is not None and existing.status in VOID:
+                raise approvals.Superseded(
+                    op_id,
+                    f"it is {existing.status.value}; a new request needs a new --idempotency-key",
+                )
             return op_id, existing
         base = intent_op_id(action, target_ids, desired, ticket)
         op_id, generation = base, 1
@@ -533,8 +700,7 @@ class Switch:
         # The same intent, done before and undone since (or superseded): a new op,
         # numbered after the last.
         while existing is not None and (
-            existing.status is OpStatus.SUPERSEDED
-            or (existing.status is OpStatus.COMPLETE and has_work)
+            existing.status in VOID or (existing.status is OpStatus.COMPLETE and has_work)
         ):
             generation += 1
             op_id = f"{base}.{generation}"
@@ -554,6 +720,8 @@ class Switch:
         return Report(op_id, status, plan_rows(plan))
 
 
+# An op that will never apply: a new command with the same intent is a new op.
+VOID = frozenset({OpStatus.SUPERSEDED, OpStatus.DECLINED, OpStatus.EXPIRED})
 MAX_AUDIENCES = 16  # keeps every flag document within its provider's size limit
 
 
@@ -568,6 +736,10 @@ def plan_status(plan: Plan) -> str:
     if plan.blocked:
         return "refused"
     return "unreadable" if plan.unreadable else "in-sync"
+
+
+def _no_question(plan: Plan) -> None:
+    """Consent given ahead."""
 
 
 def _refuse_blocked(plan: Plan) -> None:

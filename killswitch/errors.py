@@ -17,7 +17,9 @@ class ExitCode(IntEnum):
     PARTIAL = 3  # some targets failed or could not be verified
     LOCKED = 4  # the lock is held by another operation
     AWAITING_APPROVAL = 5  # a restore waits for more approvals
-    SUPERSEDED = 6  # a loosening op (or its approval) a newer tightening op made void
+    # A restore that no longer stands: superseded by a newer revoke or restrict, stale,
+    # declined or expired. Nothing was changed; request a new restore.
+    SUPERSEDED = 6
     USAGE = 64  # usage or inventory error; nothing was changed
 
 
@@ -110,7 +112,8 @@ class AwaitingApproval(KillswitchError):
 
 class Superseded(KillswitchError):
     """A loosening op that may no longer re-open anything: a newer revoke or restrict
-    reached its targets, or what it was approved for has changed since."""
+    reached its targets, what it was approved for has changed since, or it was
+    declined or expired."""
 
     exit_code = ExitCode.SUPERSEDED
 
@@ -152,3 +155,17 @@ class RetryableError(ProviderError):
 
 class PermanentError(ProviderError):
     """Access denied, not found, invalid: retrying will not help."""
+
+
+class AuditBroken(KillswitchError):
+    """The audit log does not verify, so nothing that counts approvals may trust it."""
+
+    exit_code = ExitCode.PARTIAL
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        shown = "\n  ".join(problems[:5]) + ("\n  …" if len(problems) > 5 else "")
+        super().__init__(
+            f"the audit log does not verify, so its approvals cannot be counted; nothing "
+            f"was changed. Run `killswitch audit verify`:\n  {shown}"
+        )

@@ -12,7 +12,7 @@ from itertools import groupby
 
 import structlog
 
-from killswitch import planner
+from killswitch import planner, replay
 from killswitch.clock import SYSTEM, Clock
 from killswitch.contract import ApplyContext, Grouped, Mechanism
 from killswitch.domain import (
@@ -120,17 +120,23 @@ class Executor:
         (a restore that took over needs no settling: late tightening writes only close)."""
         self.store.set_op_status(op.id, OpStatus.RUNNING, held.lease)
         work = [c for c in plan.changes if c.kind in (ChangeKind.CHANGE, ChangeKind.UNREADABLE)]
+        log.info("applying", op=op.id, action=op.action.value, changes=len(work))
+        # The ledger records intent: a target that fails still should be in this posture.
+        # The audit event carries what was set, so the log backs every ledger row.
+        now = utcnow()
+        entries = [LedgerEntry(c.target.id, c.desired, op.id, now) for c in plan.changes]
+        self.store.set_ledger(entries, held.lease)
         self.store.append_audit(
             self.owner,
             "op.applying",
             op.id,
-            {"action": op.action.value, "targets": len(plan.changes), "changes": len(work)},
-        )
-        log.info("applying", op=op.id, action=op.action.value, changes=len(work))
-        # The ledger records intent: a target that fails still should be in this posture.
-        now = utcnow()
-        self.store.set_ledger(
-            [LedgerEntry(c.target.id, c.desired, op.id, now) for c in plan.changes], held.lease
+            {
+                "action": op.action.value,
+                "targets": len(plan.changes),
+                "changes": len(work),
+                "status": OpStatus.RUNNING.value,
+            }
+            | replay.ledger_payload(entries),
         )
         # The command's deadline (Switch starts it); policy's when applied on its own.
         deadline = self.fleet.deadline or (

@@ -169,6 +169,17 @@ def plan(
     return _preflight(fleet, drafted)
 
 
+def unread(action: Action, requested: Access, targets: Sequence[Target]) -> Plan:
+    """The plan of a tightening op nobody is asked to confirm: nothing read yet, every
+    target to be read under the lock (so a slow read cannot eat the deadline twice)."""
+    why = "not read yet: read under the lock"
+    return Plan(
+        action,
+        requested,
+        tuple(Change(t, requested, None, ChangeKind.UNREADABLE, why) for t in targets),
+    )
+
+
 def _preflight(fleet: Fleet, drafted: Plan) -> Plan:
     """Ask levers that can tell whether a pending change would hold (read-only)."""
     checks = [

@@ -10,7 +10,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +67,14 @@ def proxy(moto: MotoServer) -> Iterator[FaultProxy]:
     p.stop()
 
 
+MOTO_ACCOUNT = "123456789012"  # the account moto's IAM users live in
+
+
+def person(name: str) -> str:
+    """The principal killswitch records for ``name`` acting with their own credentials."""
+    return f"{name}@{MOTO_ACCOUNT}"
+
+
 @dataclass
 class Result:
     code: int
@@ -84,6 +92,9 @@ class Workspace:
     path: Path
     endpoint: str  # what the inventory talks to (moto, or the fault proxy in front of it)
     server: str  # moto itself, for checking what it really holds
+    # person → their own AWS access keys (an IAM user on moto): who acts comes from a
+    # credential (killswitch/identity.py), so each person of a test has their own.
+    people: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @property
     def inventory(self) -> Path:
@@ -119,21 +130,46 @@ class Workspace:
         self.inventory.write_text(yaml.safe_dump(doc, sort_keys=False))
         return self.inventory
 
-    def run(self, *args: str, actor: str = "alice") -> Result:
-        """The CLI in this process, exactly as main() runs it (exit codes included)."""
+    def credentials(self, person: str) -> dict[str, str]:
+        """``person``'s own AWS access keys: an IAM user on the moto server, made once."""
+        if person not in self.people:
+            iam = boto3.client("iam", region_name="us-east-1", endpoint_url=self.server)
+            with contextlib.suppress(iam.exceptions.EntityAlreadyExistsException):
+                iam.create_user(UserName=person)
+            key = iam.create_access_key(UserName=person)["AccessKey"]
+            self.people[person] = {
+                "AWS_ACCESS_KEY_ID": key["AccessKeyId"],
+                "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"],
+            }
+        return self.people[person]
+
+    def run(self, *args: str, actor: str = "alice", env: dict[str, str] | None = None) -> Result:
+        """The CLI in this process, exactly as main() runs it (exit codes included), as
+        ``actor`` (their credentials; the name is also given as the --actor label)."""
         from killswitch.cli import main
 
         out, err = io.StringIO(), io.StringIO()
         argv = ["--inventory", str(self.inventory), "--actor", actor, *args]
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            try:
-                main(argv)
-            except SystemExit as exc:
-                code = int(exc.code or 0)
+        changed = self.credentials(actor) | (env or {})
+        before = {k: os.environ.get(k) for k in changed}
+        os.environ.update(changed)
+        try:
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                try:
+                    main(argv)
+                except SystemExit as exc:
+                    code = int(exc.code or 0)
+        finally:
+            for k, v in before.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
         return Result(code, out.getvalue(), err.getvalue())
 
     def spawn(self, *args: str, actor: str = "alice", **kwargs: Any) -> subprocess.Popen[str]:
-        """The installed ``killswitch`` command as its own process."""
+        """The installed ``killswitch`` command as its own process, as ``actor``."""
+        env = {**(kwargs.pop("env", None) or os.environ), **self.credentials(actor)}
         return subprocess.Popen(
             [killswitch_command(), "--inventory", str(self.inventory), "--actor", actor, *args],
             stdout=subprocess.PIPE,
@@ -141,6 +177,7 @@ class Workspace:
             stdin=subprocess.DEVNULL,
             text=True,
             cwd=self.path,
+            env=env,
             **kwargs,
         )
 

@@ -37,6 +37,8 @@ RANK = {
     OpStatus.PARTIAL: 2,
     OpStatus.COMPLETE: 3,
     OpStatus.SUPERSEDED: 4,
+    OpStatus.DECLINED: 4,
+    OpStatus.EXPIRED: 4,
 }
 
 

@@ -136,6 +136,20 @@ class AwsProvider:
                 )
             return self._clients
 
+    def caller_identity(self, timeout: float) -> str:
+        """The ARN of the base credentials' caller (sts:GetCallerIdentity), never an
+        assumed role of ours; the core makes a person's name of it."""
+        from providers.aws.errors import aws_call
+
+        client = self.clients.client("sts", "us-east-1", None, "")
+        what = "sts:GetCallerIdentity"
+
+        def ask() -> str:
+            with aws_call(what):
+                return str(client.get_caller_identity()["Arn"])
+
+        return within(min(timeout, self.call_bound_seconds()), what, ask)
+
     def call_bound_seconds(self) -> float:
         """A call's connect and read timeouts, end to end (providers/aws/session.py)."""
         return min(5.0, self.config.timeout_seconds) + self.config.timeout_seconds

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.conftest import MODELS, NON_US, US, Workspace
+from tests.conftest import MODELS, NON_US, US, Workspace, person
 
 
 def _revoked_everywhere(ws: Workspace) -> None:
@@ -28,9 +28,9 @@ def test_requester_cannot_approve_their_own_restore(ws: Workspace) -> None:
     result = ws.run("approve", op, "--yes", actor="alice")
 
     assert result.code == 5
-    assert "alice requested it" in result.stderr
+    assert f"{person('alice')} requested it" in result.stderr
     assert all(ws.posture(r, m) == "revoked" for r in US + NON_US for m in MODELS)
-    assert ws.run("ops", "show", op, "-o", "json").json()["approvals"] == ["alice"]
+    assert ws.run("ops", "show", op, "-o", "json").json()["approvals"] == [person("alice")]
 
 
 def test_second_approver_applies_the_restore(ws: Workspace) -> None:
@@ -44,8 +44,8 @@ def test_second_approver_applies_the_restore(ws: Workspace) -> None:
     assert all(ws.posture(r, m) == "open" for r in US + NON_US for m in MODELS)
     events = ws.run("audit", "list", "-o", "json").json()["events"]
     approvals = [(e["actor"], e["kind"]) for e in events if e["op"] == op]
-    assert ("alice", "op.requested") in approvals
-    assert ("bob", "restore.approved") in approvals
+    assert (person("alice"), "op.requested") in approvals
+    assert (person("bob"), "restore.approved") in approvals
 
 
 def test_the_same_approver_twice_does_not_count_twice(ws: Workspace) -> None:
@@ -57,7 +57,7 @@ def test_the_same_approver_twice_does_not_count_twice(ws: Workspace) -> None:
     again = ws.run("approve", op, "--yes", actor="bob")
 
     assert again.code == 5
-    assert "bob already approved it" in again.stderr
+    assert f"{person('bob')} already approved it" in again.stderr
     assert all(ws.posture(r, m) == "revoked" for r in US + NON_US for m in MODELS)
     assert ws.run("approve", op, "--yes", actor="carol").code == 0
     assert all(ws.posture(r, m) == "open" for r in US + NON_US for m in MODELS)
@@ -81,7 +81,7 @@ def test_an_unconfirmed_approval_is_not_recorded(ws: Workspace) -> None:
     refused = ws.run("approve", op, actor="bob")  # no terminal, no --yes
 
     assert refused.code == 64
-    assert ws.run("ops", "show", op, "-o", "json").json()["approvals"] == ["alice"]
+    assert ws.run("ops", "show", op, "-o", "json").json()["approvals"] == [person("alice")]
     assert all(ws.posture(r, m) == "revoked" for r in US + NON_US for m in MODELS)
     assert ws.run("approve", op, "--yes", actor="bob").code == 0
     assert all(ws.posture(r, m) == "open" for r in US + NON_US for m in MODELS)
@@ -136,5 +136,5 @@ def test_an_approval_written_into_the_state_file_by_hand_does_not_count(ws: Work
     result = ws.run("ops", "resume", op, "--yes")
 
     assert result.code == 5
-    assert ws.run("ops", "show", op, "-o", "json").json()["approvals"] == ["alice"]
+    assert ws.run("ops", "show", op, "-o", "json").json()["approvals"] == [person("alice")]
     assert all(ws.posture(r, m) == "revoked" for r in US + NON_US for m in MODELS)
