@@ -14,12 +14,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
-from killswitch.domain import Action, Plan, Report
+from killswitch.domain import Action, AuditEvent, Plan, Report
 from killswitch.errors import ExitCode, KillswitchError, UsageError
+
+if TYPE_CHECKING:
+    from killswitch.anchor import Sink
+    from killswitch.inventory import Inventory
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -671,12 +675,13 @@ def audit_verify(session: Session, /, anchor_url: str | None) -> int:
     from killswitch.state import open_store
 
     inventory = session.load()
+    sink = _anchor_sink(anchor_url)  # a bad URL is refused before the store is opened
     store = open_store(inventory.state_url)
     events = store.audit_events()
     problems = chain.verify(events, store.audit_head())
     notes: list[str] = []
-    if anchor_url is not None:
-        problems, notes = _check_anchor(inventory, events, anchor_url, problems)
+    if sink is not None:
+        problems, notes = _check_anchor(inventory, events, sink, problems)
     if session.output == "json":
         render.emit_json(
             {"intact": not problems, "events": len(events), "problems": problems, "notes": notes}
@@ -692,19 +697,24 @@ def audit_verify(session: Session, /, anchor_url: str | None) -> int:
     return int(ExitCode.PARTIAL if problems else ExitCode.OK)
 
 
+def _anchor_sink(url: str | None) -> Sink | None:
+    from killswitch.anchor import parse_anchor_url
+
+    return None if url is None else parse_anchor_url(url)
+
+
 def _check_anchor(
-    inventory: Any, events: list[Any], anchor_url: str, problems: list[str]
+    inventory: Inventory, events: list[AuditEvent], sink: Sink, problems: list[str]
 ) -> tuple[list[str], list[str]]:
     """``problems`` plus the anchor's, and the anchor's notes, as printable text."""
     from killswitch import anchor
     from killswitch.text import printable
 
-    sink = anchor.parse_anchor_url(anchor_url)
     found = anchor.verify_against(events, sink, _allowed_signers(inventory))
     return [*problems, *map(printable, found.problems)], [printable(n) for n in found.notes]
 
 
-def _allowed_signers(inventory: Any) -> Path | None:
+def _allowed_signers(inventory: Inventory) -> Path | None:
     """policy.restore.allowed_signers, relative to the inventory's folder; None if unset."""
     name = inventory.spec.policy.restore.allowed_signers
     return None if name is None else inventory.path.parent / name
