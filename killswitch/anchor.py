@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import threading
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -47,6 +48,7 @@ PREFIX = re.compile(r"^[A-Za-z0-9!_.*'()/-]{0,512}$")
 HASH = re.compile(r"^[0-9a-f]{64}$")
 SPECIAL_ROOTS = (Path("/dev"), Path("/proc"), Path("/sys"))
 DEFAULT_RETAIN_DAYS = 365
+HOOK_DEADLINE = 5.0  # seconds the engine's hook may add to an op's exit, at most
 
 
 @dataclass(frozen=True)
@@ -295,27 +297,45 @@ def anchor_after_op(
     store_url: str,
     base: Path | None = None,
     allowed_signers: Path | None = None,
+    deadline: float = HOOK_DEADLINE,
 ) -> None:
     """The engine's hook after every op: anchor the chain head to ``anchor_url`` (the
     inventory's ``policy.audit.anchor``, ``base`` its folder; None: do nothing).
 
-    Best effort: it never raises, it logs a warning; the S3 sink's calls are bounded
-    (2 s to connect, 5 s to read, 2 attempts), so a revoke is never held up for long."""
+    Best effort: it never raises, it logs a warning. It waits at most ``deadline``
+    seconds (the S3 calls are bounded too: 2 s to connect, 5 s to read, 2 attempts), so
+    a slow or dead anchor never holds a revoke's exit; a put still in flight then may
+    land or not, and the next op's checkpoint covers this one's events either way."""
     if anchor_url is None:
         return
-    try:
-        sink = parse_anchor_url(anchor_url, base=base)
-        checkpoint, where = anchor(
-            store, sink, store_url=store_url, signer=signer, allowed_signers=allowed_signers
-        )
-    except Exception as exc:
+    outcome: list[str] = []
+
+    def run() -> None:
+        try:
+            sink = parse_anchor_url(anchor_url, base=base)
+            checkpoint, where = anchor(
+                store, sink, store_url=store_url, signer=signer, allowed_signers=allowed_signers
+            )
+            outcome.append(f"anchored event {checkpoint.seq} to {where}")
+        except Exception as exc:
+            outcome.append("")
+            log.warning(
+                "audit anchor failed; the op itself is done: run `killswitch audit anchor`",
+                anchor=printable(redact_urls(anchor_url)),
+                error=printable(exc),
+            )
+
+    worker = threading.Thread(target=run, name="killswitch-anchor", daemon=True)
+    worker.start()
+    worker.join(deadline)
+    if worker.is_alive():
         log.warning(
-            "audit anchor failed; the op itself is done: run `killswitch audit anchor`",
-            anchor=printable(anchor_url),
-            error=printable(exc),
+            f"audit anchor did not answer within {deadline:g}s; the op itself is done: "
+            "run `killswitch audit anchor`",
+            anchor=printable(redact_urls(anchor_url)),
         )
-        return
-    log.debug("audit anchored", seq=checkpoint.seq, where=printable(where))
+    elif outcome and outcome[0]:
+        log.debug("audit anchored", detail=printable(outcome[0]))
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ file) still catch it."""
 from __future__ import annotations
 
 import json
+import socket
 import sqlite3
 import subprocess
 import time
@@ -283,6 +284,14 @@ def test_engine_hook_never_raises_when_the_anchor_is_down(
     for url in (down, "ftp://nowhere", f"file://{logged.path}"):  # down, bad, a folder
         anchor_after_op(store, url, store_url="sqlite:///state.db")
     assert time.monotonic() - started < 10
+
+    with socket.socket() as silent:  # accepts connections, never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        hung = f"s3://{BUCKET}/p?region=us-east-1&endpoint_url=http://127.0.0.1:{silent.getsockname()[1]}"
+        started = time.monotonic()
+        anchor_after_op(store, hung, store_url="sqlite:///state.db", deadline=0.5)
+        assert time.monotonic() - started < 2
 
     anchor_after_op(store, None, store_url="sqlite:///state.db")  # no anchor configured
     anchor_after_op(store, "file:anchor/c.jsonl", store_url="s", base=logged.path)
