@@ -374,7 +374,10 @@ def verify_against(
                 continue
         problems += _against_log(checkpoint, recomputed, last)
     if not reading.checkpoints and not reading.unreadable:
-        notes.append("no checkpoint in the anchor yet: nothing to compare the log with")
+        notes.append(
+            "no checkpoint in the anchor: nothing to compare the log with (if checkpoints "
+            "were written there, the anchor itself was removed)"
+        )
     if unchecked_signatures:
         notes.append(
             f"{unchecked_signatures} signed checkpoint(s) not checked: set "

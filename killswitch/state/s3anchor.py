@@ -10,6 +10,7 @@ Besides killswitch/state/dynamodb.py, the one core module that imports boto3.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -26,6 +27,8 @@ from killswitch.text import printable, redact_urls
 CLIENT_CONFIG = Config(
     connect_timeout=2, read_timeout=5, retries={"mode": "standard", "total_max_attempts": 2}
 )
+
+READ_WORKERS = 8  # checkpoint objects fetched at once by `audit verify --anchor`
 
 
 class AnchorUnreachable(KillswitchError):
@@ -78,35 +81,40 @@ class S3Sink:
 
     def checkpoints(self) -> Reading:
         client = self._client()
-        found: list[Checkpoint] = []
-        unreadable: list[str] = []
+        versions: list[tuple[str, str]] = []
         notes: list[str] = []
         listed = self.prefix + "/" if self.prefix else ""
         try:
             for page in client.get_paginator("list_object_versions").paginate(
                 Bucket=self.bucket, Prefix=listed
             ):
-                for marker in page.get("DeleteMarkers", []):
-                    notes.append(
-                        f"s3://{self.bucket}/{printable(marker['Key'])} was deleted at "
-                        f"{marker['LastModified']:%Y-%m-%dT%H:%M:%SZ} (a delete marker); "
-                        "its versions are still read"
-                    )
-                for version in page.get("Versions", []):
-                    where = f"s3://{self.bucket}/{printable(version['Key'])} version " + str(
-                        version["VersionId"]
-                    )
-                    body = client.get_object(
-                        Bucket=self.bucket, Key=version["Key"], VersionId=version["VersionId"]
-                    )["Body"].read()
-                    try:
-                        found.append(Checkpoint.from_json(body.decode("utf-8")))
-                    except (ValueError, TypeError) as exc:
-                        unreadable.append(f"{where}: not a checkpoint ({exc})")
+                notes += [
+                    f"s3://{self.bucket}/{printable(marker['Key'])} was deleted at "
+                    f"{marker['LastModified']:%Y-%m-%dT%H:%M:%SZ} (a delete marker); "
+                    "its versions are still read"
+                    for marker in page.get("DeleteMarkers", [])
+                ]
+                versions += [(v["Key"], v["VersionId"]) for v in page.get("Versions", [])]
+
+            def body(version: tuple[str, str]) -> bytes:
+                key, version_id = version
+                reply = client.get_object(Bucket=self.bucket, Key=key, VersionId=version_id)
+                return bytes(reply["Body"].read())
+
+            with ThreadPoolExecutor(max_workers=READ_WORKERS) as pool:
+                bodies = list(pool.map(body, versions))
         except (BotoCoreError, ClientError) as exc:
             raise AnchorUnreachable(
                 f"anchor: could not read s3://{self.bucket}: {_why(exc)}"
             ) from None
+        found: list[Checkpoint] = []
+        unreadable: list[str] = []
+        for (key, version_id), raw in zip(versions, bodies, strict=True):
+            try:
+                found.append(Checkpoint.from_json(raw.decode("utf-8")))
+            except (ValueError, TypeError) as exc:  # UnicodeDecodeError is a ValueError
+                where = f"s3://{self.bucket}/{printable(key)} version {printable(version_id)}"
+                unreadable.append(f"{where}: not a checkpoint ({exc})")
         return Reading(tuple(found), tuple(unreadable), tuple(notes))
 
 

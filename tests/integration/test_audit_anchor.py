@@ -145,7 +145,7 @@ def test_empty_anchor_is_a_note_not_a_failure(logged: Workspace, sink_url: str) 
     result = logged.run("audit", "verify", "--anchor", sink_url)
 
     assert result.code == 0
-    assert "note: no checkpoint in the anchor yet" in result.stdout
+    assert "note: no checkpoint in the anchor" in result.stdout
 
 
 def test_overwritten_or_deleted_s3_checkpoint_does_not_hide_the_locked_version(
