@@ -791,9 +791,11 @@ def audit_export(session: Session, /, output_file: str) -> int:
     from killswitch.state import open_store
 
     events = open_store(session.load().state_url).audit_events()
-    with click.open_file(output_file, "w", encoding="utf-8", atomic=output_file != "-") as out:
-        for event in events:
-            out.write(export_line(event) + "\n")
+    try:
+        with click.open_file(output_file, "w", encoding="utf-8", atomic=output_file != "-") as f:
+            f.writelines(export_line(event) + "\n" for event in events)
+    except OSError as exc:
+        raise UsageError(f"audit export: cannot write {output_file}: {exc.strerror}") from None
     if output_file != "-":
         click.echo(f"exported {len(events)} events to {output_file}", err=True)
     return 0

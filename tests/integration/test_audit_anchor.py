@@ -321,3 +321,12 @@ def test_export_round_trips_every_event_for_a_siem(logged: Workspace, tmp_path: 
         )
         prev = e["hash"]
     assert any(e["payload"].get("reason") == "ordre — ünïcode ✓" for e in events)
+
+
+def test_export_to_a_missing_folder_is_a_usage_error_not_a_traceback(
+    logged: Workspace, tmp_path: Path
+) -> None:
+    result = logged.run("audit", "export", "--output-file", str(tmp_path / "no" / "a.jsonl"))
+
+    assert result.code == 64
+    assert "cannot write" in result.stderr and "Traceback" not in result.stderr
