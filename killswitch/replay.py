@@ -168,7 +168,7 @@ def safest(
     return merged
 
 
-def verify_state(store: StateStore, rules: Rules) -> tuple[int, list[str]]:
+def verify_state(store: StateStore, rules: Rules) -> tuple[list[AuditEvent], list[str]]:
     """``audit verify``: the chain, every signature in it, and every row of the ops,
     approvals and ledger tables against what the log says. (events, problems)"""
     from killswitch.approvals import count
@@ -191,4 +191,4 @@ def verify_state(store: StateStore, rules: Rules) -> tuple[int, list[str]]:
         # is over it may only be an older policy's.
         shown = tally.ignored if op.status.unfinished else tally.forged
         problems += [f"op {op.id}: {p}" for p in shown]
-    return len(events), problems
+    return events, problems

@@ -19,8 +19,8 @@ def test_every_spelling_of_one_name_is_the_same_person(spelling: str) -> None:
     [
         ("alice\u200b", "invisible"),  # zero-width space
         ("al\u00adice", "invisible"),  # soft hyphen
-        ("\u0430lice", "scripts"),  # Cyrillic а among Latin letters
-        ("alic\u0435@example.com", "scripts"),  # Cyrillic е
+        ("\u0430lice", "scripts"),  # a Cyrillic a among Latin letters
+        ("alic\u0435@example.com", "scripts"),  # a Cyrillic e
         ("al ice", "space"),
         ("alice\u202e", "invisible"),  # right-to-left override
         ("", "empty"),
@@ -43,7 +43,7 @@ def test_names_in_one_script_are_people_too() -> None:
     [
         ("arn:aws:iam::123456789012:user/alice", "alice@123456789012"),
         ("arn:aws:iam::123456789012:user/ml/oncall/Alice", "alice@123456789012"),
-        ("arn:aws:sts::123456789012:assumed-role/Admin/alice@corp.example", "alice@corp.example@123456789012"),
+        ("arn:aws:sts::123456789012:assumed-role/Admin/alice.sso", "alice.sso@123456789012"),
         ("arn:aws:sts::210987654321:assumed-role/aws-reserved/sso/Ops/bob", "bob@210987654321"),
         ("arn:aws:sts::123456789012:federated-user/carol", "carol@123456789012"),
         ("arn:aws:iam::123456789012:root", "root@123456789012"),
