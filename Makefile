@@ -36,8 +36,9 @@ bench: $(STAMP)
 ## make soak: the crash, hostile-input and invariant state-machine tests at length (not part of make test)
 soak: $(STAMP)
 	KILLSWITCH_CRASH_RUNS=200 KILLSWITCH_CRASH_SEED=$$(date +%s) KILLSWITCH_EXAMPLES=3000 \
-	KILLSWITCH_STATEFUL_EXAMPLES=40 KILLSWITCH_STATEFUL_STEPS=25 \
+	KILLSWITCH_STATEFUL_EXAMPLES=40 KILLSWITCH_STATEFUL_STEPS=25 KILLSWITCH_DRIP_EXAMPLES=200 \
 	  $(BIN)/pytest -q tests/e2e/test_crash.py tests/unit/test_hostile_input.py \
+	  tests/unit/test_bounded_input.py tests/unit/test_drip_bound.py \
 	  tests/integration/test_invariants_stateful.py
 
 ## make test-cluster: the Kubernetes provider's tests against the real cluster in $KUBECONFIG (opt-in)

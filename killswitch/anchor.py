@@ -169,6 +169,15 @@ class FileSink:
         return Reading(tuple(found), tuple(unreadable))
 
 
+def check_anchor_url(url: str) -> None:
+    """Raise UsageError unless ``url`` is an anchor URL (for ``inventory validate``; no
+    sink is built, no SDK imported)."""
+    if url.startswith("s3:"):
+        _s3_params(url)
+    else:
+        parse_anchor_url(url)
+
+
 def parse_anchor_url(url: str, *, base: Path | None = None) -> Sink:
     """The sink behind ``url``; UsageError (exit 64) naming the bad part. A relative
     ``file:`` path is relative to ``base`` (the inventory's folder), else the cwd."""
@@ -213,6 +222,13 @@ def _file_path(url: str, base: Path | None) -> Path:
 
 
 def _s3_sink(url: str) -> Sink:
+    from killswitch.state.s3anchor import S3Sink  # boto3 only when an s3 anchor is used
+
+    return S3Sink(*_s3_params(url))
+
+
+def _s3_params(url: str) -> tuple[str, str, str, str | None, int]:
+    """bucket, prefix, region, endpoint_url, retain_days of an s3:// anchor URL."""
     parts = urlsplit(url)
     if parts.fragment:
         raise UsageError("anchor s3 URL: a #fragment is not understood")
@@ -251,9 +267,7 @@ def _s3_sink(url: str) -> Sink:
     days = query.get("retain_days", [str(DEFAULT_RETAIN_DAYS)])[0]
     if not days.isdigit() or not 1 <= int(days) <= 36500:
         raise UsageError("anchor s3 URL: retain_days is a whole number of days, 1 to 36500")
-    from killswitch.state.s3anchor import S3Sink  # boto3 only when an s3 anchor is used
-
-    return S3Sink(parts.netloc, prefix, region, endpoint or None, int(days))
+    return parts.netloc, prefix, region, endpoint or None, int(days)
 
 
 def checkpoint_of(

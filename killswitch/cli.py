@@ -515,6 +515,7 @@ def decline(session: Session, /, op_id: str, reason: str) -> int:
     switch = _switch(session)
     report = switch.decline(op_id, reason=reason)
     _finish(session, report, f"decline {op_id}")
+    switch.anchor()
     return 0
 
 
@@ -597,6 +598,8 @@ def drift(
         message = "; ".join(f"healed by op {r.op_id}: {r.status}" for r in healed)
         final = Report(None, final.status, final.rows, message)
     code = _finish(session, final, "drift")
+    if healed:
+        switch.anchor()
     if "awaiting-approval" in statuses:
         return int(ExitCode.AWAITING_APPROVAL)
     if "partial" in statuses:
@@ -611,7 +614,9 @@ def _finish_op(session: Session, switch: Any, report: Report, title: str) -> int
     url = _inventory_webhook(switch.inventory, "op")
     if url and report.op_id and report.status in ("complete", "partial", "awaiting-approval"):
         notify.send(url, notify.op_message(title, report, switch.actor))
-    return _finish(session, report, title)
+    code = _finish(session, report, title)
+    switch.anchor()
+    return code
 
 
 def _inventory_webhook(inventory: Any, event: str) -> str | None:
@@ -1178,7 +1183,10 @@ def runbook_run(
         raise UsageError("not a terminal, so nobody can confirm: add --yes (or --dry-run)")
     switch = _switch(session, progress=True)
     result = _runner(session, switch, book, values, yes=yes, dry_run=dry_run).run()
-    return _finish_run(session, result)
+    code = _finish_run(session, result)
+    if not dry_run:
+        switch.anchor()
+    return code
 
 
 @runbook.command("resume")
@@ -1200,4 +1208,6 @@ def runbook_resume(session: Session, /, run_id: str, yes: bool) -> int:
         raise UsageError("not a terminal, so nobody can confirm: add --yes")
     runner = _runner(session, switch, book, dict(started["variables"]), yes=yes, dry_run=False)
     result = runner.run(run_id, start=runbooks.resume_point(steps))
-    return _finish_run(session, result)
+    code = _finish_run(session, result)
+    switch.anchor()
+    return code

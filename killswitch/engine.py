@@ -627,6 +627,21 @@ class Switch:
             )
         return Report(op.id, op.status.value, tuple(rows), _next_step(op, rows))
 
+    def anchor(self) -> None:
+        """Checkpoint the audit chain's head to ``policy.audit.anchor`` (signed with the
+        actor's key when there is one). Best effort and bounded (killswitch/anchor.py);
+        the CLI calls it after the report is out, so it never holds what on-call reads."""
+        from killswitch.anchor import anchor_after_op
+
+        anchor_after_op(
+            self.store,
+            self.inventory.spec.policy.audit.anchor,
+            self.identity.signer,
+            store_url=self.inventory.state_url,
+            base=self.inventory.path.parent,
+            allowed_signers=self.rules.allowed_signers,
+        )
+
     # -- helpers ---------------------------------------------------------------
     def _tally(self, op: Operation) -> approvals.Tally:
         """``op``'s approvals that count, from the audit log (verified first)."""

@@ -98,6 +98,19 @@ class AuditPolicy(_Strict):
     # (a bucket with Object Lock). None: no automatic anchoring.
     anchor: str | None = Field(default=None, min_length=1, max_length=2048)
 
+    @field_validator("anchor")
+    @classmethod
+    def _anchor_url(cls, value: str | None) -> str | None:
+        from killswitch.anchor import check_anchor_url
+        from killswitch.errors import UsageError
+
+        if value is not None:
+            try:
+                check_anchor_url(value)
+            except UsageError as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
 
 class RetryPolicy(_Strict):
     attempts: StrictInt = Field(default=5, ge=1, le=20)

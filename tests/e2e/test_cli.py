@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-from tests.conftest import MODELS, NON_US, US, Workspace, killswitch_command
+from tests.conftest import MODELS, NON_US, US, Workspace, killswitch_command, person
 from tests.support.faultproxy import FaultProxy, for_action
 from tests.support.processes import stderr_so_far, wait_for
 
@@ -151,7 +151,7 @@ def test_a_second_revoke_told_not_to_wait_exits_4_naming_the_holder(
     first.communicate(timeout=120)
 
     assert (first.returncode, second.returncode) == (0, 4), loser_err
-    assert "lock held by alice since" in loser_err
+    assert f"lock held by {person('alice')} since" in loser_err
     assert "a tightening op" in loser_err
     assert "op-" in loser_err
     assert all(ws.posture(r, m) == "revoked" for r in US + NON_US for m in MODELS)
@@ -159,7 +159,7 @@ def test_a_second_revoke_told_not_to_wait_exits_4_naming_the_holder(
     assert proxy.count("PutParameter") == len(MODELS) * len(US + NON_US)
     # The refused run left no trace of an op that never was.
     events = ws.run("audit", "list", "-o", "json").json()["events"]
-    assert [e["actor"] for e in events if e["kind"] == "op.requested"] == ["alice"]
+    assert [e["actor"] for e in events if e["kind"] == "op.requested"] == [person("alice")]
 
 
 def test_a_second_revoke_waits_for_the_first_then_reads_everything_closed(

@@ -258,19 +258,37 @@ def test_the_requester_is_not_a_second_person_under_any_label(plain: Workspace) 
 
 
 def test_a_key_listed_under_a_lookalike_name_is_refused(ws: Workspace, keys: Keys) -> None:
-    public = (keys.folder / "bob.pub").read_text().split()
+    """Mallory's key, added to allowed_signers as "\u0430lice" (a Cyrillic a): not a second
+    person, not alice either, but a name that is refused."""
+    public = (keys.folder / "mallory.pub").read_text().split()
     lookalike = keys.folder / "lookalike_signers"
     lookalike.write_text(
-        (keys.allowed_signers.read_text())
-        + f"\u0430lice@example.com {public[0]} {public[1]}\n"  # a Cyrillic a
+        keys.allowed_signers.read_text() + f"\u0430lice@example.com {public[0]} {public[1]}\n"
     )
     inventory(ws, "sqlite:///./.killswitch/state.db", signed=True, allowed_signers=str(lookalike))
     op = revoked_then_requested(ws, "--key", keys.key("alice"))
 
-    result = ws.run("approve", op, "--yes", "--key", keys.key("bob"), actor="bob")
+    result = ws.run("approve", op, "--yes", "--key", keys.key("mallory"), actor="mallory")
 
     assert result.code == 64
-    assert "several" in result.stderr or "scripts" in result.stderr
+    assert "scripts" in result.stderr
+    assert postures(ws) == {"revoked"}
+
+
+def test_one_key_listed_for_two_principals_is_refused(ws: Workspace, keys: Keys) -> None:
+    public = (keys.folder / "mallory.pub").read_text().split()
+    shared = keys.folder / "shared_signers"
+    shared.write_text(
+        keys.allowed_signers.read_text()
+        + f"dave@example.com,erin@example.com {public[0]} {public[1]}\n"
+    )
+    inventory(ws, "sqlite:///./.killswitch/state.db", signed=True, allowed_signers=str(shared))
+    op = revoked_then_requested(ws, "--key", keys.key("alice"))
+
+    result = ws.run("approve", op, "--yes", "--key", keys.key("mallory"), actor="mallory")
+
+    assert result.code == 64
+    assert "one key, one person" in result.stderr
     assert postures(ws) == {"revoked"}
 
 

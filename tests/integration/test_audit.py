@@ -6,7 +6,7 @@ import sqlite3
 
 import pytest
 
-from tests.conftest import Workspace
+from tests.conftest import Workspace, person
 
 
 @pytest.fixture
@@ -74,7 +74,7 @@ def test_every_change_is_audited_with_actor_and_reason(audited: Workspace) -> No
 
     requested = [e for e in events if e["kind"] == "op.requested"]
     assert [e["payload"]["action"] for e in requested] == ["revoke", "restrict"]
-    assert all(e["actor"] == "alice" for e in requested)
+    assert all(e["actor"] == person("alice") for e in requested)
     assert requested[0]["payload"]["reason"] == "export order"
     finished = [e for e in events if e["kind"] == "op.finished"]
     assert [e["payload"]["status"] for e in finished] == ["complete", "complete"]

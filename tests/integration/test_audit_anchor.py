@@ -61,9 +61,16 @@ def _rows(ws: Workspace) -> list[sqlite3.Row]:
 
 
 def _truncate_and_forge_head(ws: Workspace, keep: int) -> None:
-    """The attack: delete the tail, copy the last remaining (seq, hash) into the head."""
+    """The attack: delete the tail, copy the last remaining (seq, hash) into the head, and
+    roll the ops and ledger tables back to match (audit verify recomputes them from the
+    log, so a careful attacker leaves no row the shortened log does not back)."""
     db = sqlite3.connect(ws.state_db)
     with db:
+        gone = {op for (op,) in db.execute("SELECT op_id FROM audit WHERE seq > ?", (keep,)) if op}
+        kept = {op for (op,) in db.execute("SELECT op_id FROM audit WHERE seq <= ?", (keep,))}
+        for op in gone - kept:
+            db.execute("DELETE FROM ops WHERE id = ?", (op,))
+            db.execute("DELETE FROM ledger WHERE op_id = ?", (op,))
         db.execute("DELETE FROM audit WHERE seq > ?", (keep,))
         [digest] = db.execute("SELECT hash FROM audit WHERE seq = ?", (keep,)).fetchone()
         db.execute("UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1", (keep, digest))
@@ -104,7 +111,7 @@ def test_truncated_tail_with_forged_head_is_caught_by_the_anchor(
     assert logged.run("audit", "anchor", "--to", sink_url).code == 0
 
     _truncate_and_forge_head(logged, keep=3)
-    assert logged.run("audit", "verify").code == 0  # the chain alone cannot tell
+    assert logged.run("audit", "verify").code == 0  # the chain and the tables cannot tell
     # The attacker anchors the shortened log too: the earlier checkpoint still stands.
     assert logged.run("audit", "anchor", "--to", sink_url).code == 0
     result = logged.run("audit", "verify", "--anchor", sink_url, "-o", "json")
@@ -330,3 +337,24 @@ def test_export_to_a_missing_folder_is_a_usage_error_not_a_traceback(
 
     assert result.code == 64
     assert "cannot write" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_every_op_anchors_the_head_to_the_inventorys_anchor(ws: Workspace) -> None:
+    ws.write_inventory(
+        policy={"restore": {"approvals": 2}, "audit": {"anchor": "file:anchor/checkpoints.jsonl"}}
+    )
+
+    revoked = ws.run("revoke", "-m", "mythos-5", "-r", "eu-west-1", "--reason", "r", "--yes")
+    asked = ws.run("restore", "-m", "mythos-5", "-r", "eu-west-1", "--reason", "r", "--yes",
+                   "-o", "json")  # fmt: skip
+    declined = ws.run("decline", asked.json()["op"], "--reason", "no", actor="bob")
+
+    assert (revoked.code, asked.code, declined.code) == (0, 5, 0)
+    lines = (ws.path / "anchor" / "checkpoints.jsonl").read_text().splitlines()
+    seqs = [Checkpoint.from_json(line).seq for line in lines]
+    store = open_store(f"sqlite:///{ws.state_db}")
+    assert len(seqs) == 3 and seqs == sorted(seqs)
+    assert seqs[-1] == store.audit_head()[0]  # the newest checkpoint is the head
+    store.close()
+    anchor = f"file://{ws.path / 'anchor' / 'checkpoints.jsonl'}"
+    assert ws.run("audit", "verify", "--anchor", anchor).code == 0

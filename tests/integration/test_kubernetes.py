@@ -559,3 +559,26 @@ def test_a_network_policy_deleted_by_hand_is_found_and_healed(fleet: Fleet) -> N
     assert healed.code == 0, healed.stdout
     assert fleet.eu.policy("serving", "mythos-5") is not None
     assert fleet.run("drift", "-m", "mythos-5").code == 0
+
+
+def test_the_longest_reason_and_ticket_accepted_still_close_every_lever(fleet: Fleet) -> None:
+    """At the limits (1,000 characters of 4-byte UTF-8, a 128-character CJK ticket) the
+    SSM parameter, the ConfigMap flag and the NetworkPolicy annotations all still fit."""
+    from killswitch.text import MAX_REASON_BYTES, MAX_REASON_CHARS, MAX_TICKET_CHARS
+
+    reason = "\U0001f6ab" * MAX_REASON_CHARS  # 4 bytes each: exactly the byte limit too
+    ticket = "票" * MAX_TICKET_CHARS
+    assert len(reason.encode()) == MAX_REASON_BYTES
+
+    result = fleet.run("revoke", "-m", "all", "--reason", reason, "--ticket", ticket, "--yes")
+
+    assert result.code == 0, result.stderr
+    for model in MODELS:
+        assert set(everything(fleet, model).values()) == {"revoked"}, model
+    for c in fleet.clusters:
+        flag = c.flag("serving", "mythos-5")
+        assert flag is not None and reason.startswith(flag["reason"].rstrip("…"))
+        assert flag["ticket"] == ticket
+        policy = c.policy("serving", "mythos-5")
+        assert policy is not None
+        assert policy["metadata"]["annotations"]["killswitch.io/reason"] == reason

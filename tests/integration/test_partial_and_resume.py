@@ -216,3 +216,17 @@ def with_call_timeout(ws: Workspace, seconds: float, retry: object = QUICK_RETRY
         },
         **overrides,
     )
+
+
+def test_a_revoke_with_consent_given_reads_each_target_once_before_it_writes(
+    faulty_ws: Workspace, proxy: FaultProxy
+) -> None:
+    """With --yes nobody looks at a preview, so none is read: each target is read under
+    the lock, written, and read back. A slow read cannot eat the deadline twice."""
+    result = faulty_ws.run("revoke", "-m", "all", "--reason", "r", "--yes")
+
+    assert result.code == 0, result.stderr
+    for region in US + NON_US:
+        # one read under the lock and one read-back, per model
+        assert proxy.count("GetParameter", region) == 2 * len(MODELS), region
+        assert proxy.count("PutParameter", region) == len(MODELS), region

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.conftest import Workspace
+from tests.support.faultproxy import FaultProxy
 from tests.support.partnersim import PartnerSim
 
 ACME_SECRET = "acme-shared-secret-4f1c9e"
@@ -297,3 +298,45 @@ def test_plain_http_to_a_remote_host_is_refused(partners: Workspace, acme: Partn
 
     assert result.code == 64
     assert "https://" in result.stderr
+
+
+def test_a_partner_that_drips_its_replies_fails_on_the_whole_call_bound(
+    partners: Workspace, acme: PartnerSim, globex: PartnerSim
+) -> None:
+    """acme's eu-west answers one byte every 0.3 s: no socket read ever times out, and only
+    the bound on the whole call ends it. The rest of the kill goes on."""
+    import yaml
+
+    proxy = FaultProxy(acme.url).start()
+    inventory = yaml.safe_load(partners.inventory.read_text())
+    inventory["providers"]["acme"] |= {"base_url": proxy.url, "timeout_seconds": 1}
+    inventory["policy"]["retry"] = {"attempts": 2, "max_seconds": 2, "base_seconds": 0.05}
+    partners.inventory.write_text(yaml.safe_dump(inventory))
+    proxy.add(lambda call: "/regions/eu-west/" in call.path, fault="drip", delay=0.3)
+    try:
+        result = partners.run("revoke", "-m", "all", "--reason", "r", "--yes", "-o", "json")
+    finally:
+        proxy.stop()
+
+    assert result.code == 3, result.stderr
+    failed = {t["id"]: t["error"] for t in result.json()["targets"] if t["result"] == "failed"}
+    assert {i.split("/")[1] for i in failed} == {"eu-west"}
+    assert all(i.startswith("partner:acme/") for i in failed)
+    assert all("no complete reply within" in error for error in failed.values())
+    for where, posture in _everywhere(partners, acme, globex).items():
+        assert posture == ("open" if where.startswith("acme/eu-west/") else "revoked"), where
+
+
+def test_the_longest_reason_accepted_reaches_each_partner_whole(
+    partners: Workspace, acme: PartnerSim, globex: PartnerSim
+) -> None:
+    """At the limit (1,000 characters of 4-byte UTF-8) the partner body still fits the
+    partner API's own limit (docs/partner-api.yaml: reason at most 1,000 characters)."""
+    from killswitch.text import MAX_REASON_CHARS
+
+    reason = "\U0001f6ab" * MAX_REASON_CHARS
+
+    result = partners.run("revoke", "-m", "all", "--reason", reason, "--yes")
+
+    assert result.code == 0, result.stderr
+    assert set(_everywhere(partners, acme, globex).values()) == {"revoked"}

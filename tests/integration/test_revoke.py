@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.conftest import MODELS, NON_US, US, Workspace
+from tests.conftest import MODELS, NON_US, US, Workspace, person
 from tests.support.faultproxy import FaultProxy, aws_error
 
 
@@ -41,7 +41,7 @@ def test_revoke_writes_the_public_flag_document(ws: Workspace) -> None:
     assert flag["posture"] == "revoked"
     assert flag["audience"] == []
     assert flag["op"] == result.json()["op"]
-    assert flag["actor"] == "alice"
+    assert flag["actor"] == person("alice")
     assert flag["reason"] == "jailbreak found"
     assert flag["ticket"] == "INC-7"
     assert flag["updated_at"].endswith("Z")
@@ -220,7 +220,7 @@ def test_ops_show_tells_who_did_what_and_why(ws: Workspace) -> None:
     assert result.code == 0
     shown = result.json()
     assert shown["operation"]["action"] == "revoke"
-    assert shown["operation"]["actor"] == "alice"
+    assert shown["operation"]["actor"] == person("alice")
     assert shown["operation"]["reason"] == "export order"
     assert shown["operation"]["ticket"] == "INC-9"
     assert shown["operation"]["status"] == "complete"

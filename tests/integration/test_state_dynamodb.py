@@ -27,7 +27,7 @@ from killswitch.state import StateStore, open_store, parse_dynamodb_url
 from killswitch.state.base import Lease
 from killswitch.state.migrate import sync
 from killswitch.state.spool import SpoolBroken, SpoolStore, pending_spools
-from tests.conftest import MODELS, NON_US, US, Workspace
+from tests.conftest import MODELS, NON_US, US, Workspace, person
 from tests.support.dynamodb_local import DynamoDbLocal, dynamodb_local_fixture  # noqa: F401
 from tests.support.faultproxy import FaultProxy, for_action
 
@@ -129,7 +129,7 @@ def test_killed_holder_is_taken_over_once_its_heartbeat_stops_and_its_token_is_f
     holder = ws.spawn(*REVOKE)
     wait_for(lambda: hold.fired > 0, "the holder inside its apply")
     seen = ws.run("lock", "status", "-o", "json")
-    assert seen.code == 4 and seen.json()["owner"] == "alice", seen.stderr
+    assert seen.code == 4 and seen.json()["owner"] == person("alice"), seen.stderr
 
     holder.send_signal(signal.SIGKILL)  # no cleanup: lock still held, journal half-written
     holder.communicate()
@@ -412,7 +412,7 @@ def test_state_moves_from_sqlite_to_dynamodb_and_back_with_its_chain_and_approva
     assert local.list_ops() == shared.list_ops()
     assert local.ledger() == shared.ledger()
     op = asked.json()["op"]
-    assert local.approvals(op) == shared.approvals(op) == ["alice", "bob"]
+    assert local.approvals(op) == shared.approvals(op) == [person("alice"), person("bob")]
     assert os.path.exists(ws.path / "back.db")
 
 

@@ -740,6 +740,10 @@ def _count_generation(res: Resource, new: Obj, old: Obj) -> None:
         new["metadata"]["generation"] = old["metadata"]["generation"] + changed
 
 
+ANNOTATIONS_LIMIT = 256 * 1024  # TotalAnnotationSizeLimitB
+CONFIGMAP_LIMIT = 1024 * 1024  # MaxSecretSize, which ConfigMaps share
+
+
 def _validate(res: Resource, obj: Obj) -> None:
     """The checks of the real validation that a provider could trip over."""
     causes: list[tuple[str, str]] = []
@@ -752,6 +756,18 @@ def _validate(res: Resource, obj: Obj) -> None:
     for key, value in _labels(obj).items():
         if not isinstance(value, str) or len(value) > 63 or not LABEL_VALUE.match(value):
             causes.append((f"metadata.labels.{key}", f'Invalid value: "{value}"'))
+    # apimachinery's ValidateAnnotationsSize: keys and values together, in bytes.
+    annotations = obj["metadata"].get("annotations") or {}
+    size = sum(len(k.encode()) + len(str(v).encode()) for k, v in annotations.items())
+    if size > ANNOTATIONS_LIMIT:
+        causes.append(
+            ("metadata.annotations", f"Too long: must have at most {ANNOTATIONS_LIMIT} bytes")
+        )
+    if res.plural == "configmaps":  # ValidateConfigMap: data and binaryData, 1 MiB in all
+        data = {**(obj.get("data") or {}), **(obj.get("binaryData") or {})}
+        size = sum(len(k.encode()) + len(str(v).encode()) for k, v in data.items())
+        if size > CONFIGMAP_LIMIT:
+            causes.append(("data", f"Too long: must have at most {CONFIGMAP_LIMIT} bytes"))
     if res.scale:
         replicas, template = spec.get("replicas"), spec.get("template") or {}
         selector = (spec.get("selector") or {}).get("matchLabels") or {}
