@@ -101,6 +101,8 @@ policy:
     approvals: 2
     signed: true
     allowed_signers: keys/allowed_signers
+  audit:                         # every op checkpoints the audit chain outside the store
+    anchor: file:anchor/checkpoints.jsonl
 """
 
 
@@ -273,7 +275,7 @@ def main() -> None:
 
         say("The record: every op and the hash-chained audit log")
         killswitch("ops list", expect=0)
-        killswitch("audit verify", expect=0)
+        killswitch("audit verify --anchor file:anchor/checkpoints.jsonl", expect=0)
         killswitch("lock status", expect=0)
     finally:
         if ddb is not None:

@@ -778,8 +778,11 @@ def _check_anchor(
 
 def _allowed_signers(inventory: Inventory) -> Path | None:
     """policy.restore.allowed_signers, relative to the inventory's folder; None if unset."""
-    name = inventory.spec.policy.restore.allowed_signers
-    return None if name is None else inventory.path.parent / name
+    from killswitch import identity
+
+    if inventory.spec.policy.restore.allowed_signers is None:
+        return None
+    return identity.allowed_signers(inventory)
 
 
 @audit.command("anchor")
@@ -790,17 +793,12 @@ def _allowed_signers(inventory: Inventory) -> Path | None:
     help="file:///path, file:relative/path or s3://BUCKET/PREFIX?region=REGION "
     "(a bucket with Object Lock) (default: policy.audit.anchor).",
 )
-@click.option(
-    "--key",
-    metavar="PATH",
-    help="Sign the checkpoint with this SSH key (default: $KILLSWITCH_SIGNING_KEY; "
-    "none: the checkpoint is unsigned).",
-)
 @session_options
 @click.pass_obj
-def audit_anchor(session: Session, /, to_url: str | None, key: str | None) -> int:
-    """Write a checkpoint of the chain head to an append-only sink. Exit 3 if the chain
-    is already broken (nothing written)."""
+def audit_anchor(session: Session, /, to_url: str | None) -> int:
+    """Write a checkpoint of the chain head to an append-only sink, signed with --key
+    (default: $KILLSWITCH_SIGNING_KEY; none: unsigned). Exit 3 if the chain is already
+    broken (nothing written)."""
     from killswitch import anchor, render
     from killswitch import audit as chain
     from killswitch.signing import Signer
@@ -815,7 +813,7 @@ def audit_anchor(session: Session, /, to_url: str | None, key: str | None) -> in
             "the inventory (file:///path/checkpoints.jsonl or s3://BUCKET/PREFIX?region=…)"
         )
     sink = anchor.parse_anchor_url(url, base=None if to_url else inventory.path.parent)
-    signer = Signer.from_option(key)
+    signer = Signer.from_option(session.key)
     store = open_store(inventory.state_url)
     problems = chain.verify(store.audit_events(), store.audit_head())
     if problems:

@@ -12,7 +12,7 @@ from typing import Any
 import boto3
 import pytest
 
-from tests.conftest import Workspace
+from tests.conftest import Workspace, person
 from tests.support.faultproxy import Call, FaultProxy, aws_query_error
 
 ACCOUNTS = ["111111111111", "222222222222"]
@@ -217,7 +217,7 @@ def test_session_name_in_cloudtrail_carries_actor_and_op(
 
     op = ws.run("revoke", "-m", "mythos-5", "--reason", "r", "--yes", "-o", "json").json()["op"]
 
-    assert f"ks.{op}.alice" in names
+    assert f"ks.{op}.{person('alice')}" in names
 
 
 def test_throttling_and_a_lost_reply_still_end_verified(

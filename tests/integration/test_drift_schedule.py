@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import MODELS, NON_US, US, Workspace
+from tests.conftest import MODELS, NON_US, US, Workspace, person
 
 
 def _reopen(ws: Workspace, region: str, model: str) -> None:
@@ -69,14 +69,16 @@ def test_fix_recloses_a_target_reopened_by_hand(ws: Workspace) -> None:
     assert ws.posture("eu-central-1", "mythos-5") == "revoked"
     ops = ws.run("ops", "list", "-o", "json").json()["ops"]
     heal = ops[0]
-    assert heal["actor"] == "drift-check"
+    assert heal["actor"] == person("cron@host")  # who runs the check, from its credentials
     assert heal["targets"] == 1
-    assert "cron@host" in heal["reason"]
+    assert person("cron@host") in heal["reason"]
     events = ws.run("audit", "list", "-o", "json").json()["events"]
-    assert {(e["actor"], e["kind"]) for e in events if e["op"] == heal["id"]} >= {
-        ("drift-check", "op.requested"),
-        ("drift-check", "op.finished"),
+    mine = [e for e in events if e["op"] == heal["id"]]
+    assert {(e["actor"], e["kind"]) for e in mine} >= {
+        (person("cron@host"), "op.requested"),
+        (person("cron@host"), "op.finished"),
     }
+    assert next(e for e in mine if e["kind"] == "op.requested")["payload"]["label"] == "drift-check"
 
 
 def test_fix_never_reopens_without_fix_open(ws: Workspace) -> None:
@@ -101,7 +103,7 @@ def test_fix_never_reopens_without_fix_open(ws: Workspace) -> None:
     assert (op["action"], op["status"], op["actor"]) == (
         "restore",
         "awaiting-approval",
-        "drift-check",
+        person("alice"),
     )
     assert ws.run("approve", op["id"], "--yes", actor="bob").code == 0
     assert ws.posture("us-west-2", "fable-5") == "open"
@@ -150,7 +152,7 @@ def test_inventory_notify_announces_ops_and_drift(
     ws.run("drift", "--fix")
 
     texts = [m["text"] for m in receiver.messages]
-    assert texts[0].startswith("killswitch revoke by alice: op ")
+    assert texts[0].startswith(f"killswitch revoke by {person('alice')}: op ")
     assert "complete" in texts[0]
     assert any("drift" in t and "healed by op" in t for t in texts)
 

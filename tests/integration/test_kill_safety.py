@@ -22,7 +22,7 @@ import yaml
 from killswitch.domain import Intent
 from killswitch.lease import Heartbeat, LockRules
 from killswitch.state import open_store, parse_dynamodb_url
-from tests.conftest import MODELS, NON_US, US, Workspace
+from tests.conftest import MODELS, NON_US, US, Workspace, person
 from tests.support.dynamodb_local import dynamodb_local_fixture  # noqa: F401
 from tests.support.faultproxy import Call, FaultProxy, Rule, for_action
 from tests.support.processes import stderr_so_far, wait_for
@@ -141,7 +141,7 @@ def test_a_revoke_fences_a_stalled_restore_and_undoes_its_late_writes_before_rep
     # A new incident: the revoke is planned while everything still reads revoked.
     revoke = ws.spawn(*REVOKE_ALL, "--reason", "new order", "--ticket", "INC-9", "-o", "json",
                       actor="carol")  # fmt: skip
-    wait_for(lambda: lock_holder(ws) == "carol", "the revoke to take the lock over")
+    wait_for(lambda: lock_holder(ws) == person("carol"), "the revoke to take the lock over")
     held.gate.set()  # the stalled restore's writes land now, after the takeover
     wait_for(lambda: "open" in postures(ws).values(), "a late write to land")
     out, err = revoke.communicate(timeout=120)
@@ -226,7 +226,7 @@ def test_a_newer_revoke_with_nothing_to_change_still_supersedes_a_pending_restor
         if e["kind"] == "op.superseded"
     ]  # fmt: skip
     assert [(e["op"], e["payload"]["by"], e["actor"]) for e in superseded] == [
-        (restore, again.json()["op"], "carol")
+        (restore, again.json()["op"], person("carol"))
     ]
     # A fresh request is a new op that needs its own approvals.
     fresh = request_restore(ws, "-m", "all")

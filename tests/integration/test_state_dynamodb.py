@@ -102,13 +102,13 @@ def test_four_racing_revokes_told_not_to_wait_apply_one_at_a_time_and_the_others
     winner = next(name for name, (code, _) in outcome.items() if code == 0)
     for code, err in outcome.values():
         if code == 4:
-            assert f"lock held by {winner} since" in err, err
+            assert f"lock held by {person(winner)} since" in err, err
     # Each target written exactly once: the applies never interleaved.
     assert proxy.count("PutParameter") == ALL_TARGETS
     assert all(ws.posture(r, m) == "revoked" for r in US + NON_US for m in MODELS)
     store = open_store(table)
     events = verified_chain(store)
-    assert [e.actor for e in events if e.kind == "op.requested"] == [winner]
+    assert [e.actor for e in events if e.kind == "op.requested"] == [person(winner)]
     assert store.lock_status() is None
     assert [i["token"]["N"] for i in items(table, "LOCK")] == ["1"]  # losers got no token
 
@@ -227,7 +227,7 @@ def test_a_stuck_lock_is_shown_then_broken_with_a_reason_and_its_holder_fenced(
     assert ws.run("lock", "status").code == 0
     store = open_store(url)
     event = store.audit_events()[-1]
-    assert (event.kind, event.actor, event.op_id) == ("lock.broken", "dave", "op-123")
+    assert (event.kind, event.actor, event.op_id) == ("lock.broken", person("dave"), "op-123")
     assert event.payload["reason"] == "carol's laptop died"
     assert event.payload["holder"] == "carol@crashed-laptop"
     with pytest.raises(LeaseLost):
