@@ -77,6 +77,33 @@ class AlreadyApproved(AwaitingApproval):
         )
 
 
+@dataclass(frozen=True)
+class Declined:
+    by: str
+    reason: str
+    at: str
+
+
+@dataclass(frozen=True)
+class ApprovalState:
+    """What ``ops show`` says of a restore's approvals."""
+
+    approvals: list[str]  # the principals that count, in the order they approved
+    not_counted: list[str]  # why other approvals did not count
+    expires_at: str | None
+    signed: bool  # the request carries its requester's signature
+    declined: Declined | None
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "approvals": self.approvals,
+            "not_counted": self.not_counted,
+            "expires_at": self.expires_at,
+            "signed": self.signed,
+            "declined": vars(self.declined) if self.declined else None,
+        }
+
+
 # -- what is signed -----------------------------------------------------------------
 def digest(op: Operation) -> str:
     """What an approval of ``op`` says yes to: action, posture, targets, quorum."""

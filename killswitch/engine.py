@@ -428,7 +428,7 @@ class Switch:
         A superseded, stale, declined or expired restore takes no approval (exit 6).
         When this approval completes the quorum, the confirmation comes first: a refused
         confirmation records nothing."""
-        op = self._get(op_id)
+        op = self.operation(op_id)
         if op.action.tightens:
             raise UsageError(f"op {op.id} is a {op.action.value}: only a restore takes approvals")
         tally = self._tally(op)
@@ -453,7 +453,7 @@ class Switch:
         if not reason.strip():
             raise UsageError("--reason must say why the restore is declined")
         text.check_reason(reason)
-        op = self._get(op_id)
+        op = self.operation(op_id)
         if op.action.tightens:
             raise UsageError(
                 f"op {op.id} is a {op.action.value}: only a restore request is declined"
@@ -489,7 +489,7 @@ class Switch:
 
         A restore resumes only while it still stands: approved, bound to what it was
         approved for, and not superseded by a newer revoke or restrict (else exit 6)."""
-        op = self._get(op_id)
+        op = self.operation(op_id)
         if op.status is OpStatus.COMPLETE:
             return self.op_report(op.id)
         if not op.action.tightens:
@@ -504,7 +504,7 @@ class Switch:
             if preview.pending or preview.unreadable:
                 confirm(preview)
         with self.executor.hold(op.id, Intent.of(op.action)) as held:
-            op = self._get(op.id)  # as it is now that the lock is ours
+            op = self.operation(op.id)  # as it is now that the lock is ours
             if op.status is OpStatus.COMPLETE:
                 return self.op_report(op.id)  # the holder we waited for finished it
             if op.action.tightens:
@@ -520,7 +520,7 @@ class Switch:
     def _still_standing(self, op: Operation, held: Held) -> None:
         """Under the lock, a restore checks once more that it may re-open; if not, it is
         marked superseded (audited) and refused."""
-        fresh = self._get(op.id)
+        fresh = self.operation(op.id)
         try:
             tally = self._tally(fresh)
             self._standing(tally)
@@ -584,30 +584,29 @@ class Switch:
             for op in ops
         ]
 
-    def approval_state(self, op: Operation) -> dict[str, object]:
-        """What ``ops show`` says of a restore's approvals: who counts, what did not
-        and why, until when it may be approved, and who declined it."""
+    def approval_state(self, op: Operation) -> approvals.ApprovalState:
+        """A restore's approvals that count, what did not and why, until when it may be
+        approved, and who declined it."""
         if op.action.tightens:
-            return {"approvals": []}
+            return approvals.ApprovalState([], [], None, False, None)
         tally = approvals.count(self.store.audit_events(), op, self.rules)
         request = tally.request.payload if tally.request else {}
         declined = tally.of_op(approvals.DECLINED)
-        return {
-            "approvals": tally.names,
-            "not_counted": tally.ignored,
-            "expires_at": request.get("expires_at"),
-            "signed": "signature" in request,
-            "declined": {
-                "by": declined[-1].actor,
-                "reason": declined[-1].payload.get("reason"),
-                "at": declined[-1].at,
-            }
+        expires = request.get("expires_at")
+        return approvals.ApprovalState(
+            tally.names,
+            tally.ignored,
+            expires if isinstance(expires, str) else None,
+            "signature" in request,
+            approvals.Declined(
+                declined[-1].actor, str(declined[-1].payload.get("reason")), declined[-1].at
+            )
             if declined
             else None,
-        }
+        )
 
     def op_report(self, op_id: str) -> Report:
-        op = self.as_now([self._get(op_id)])[0]
+        op = self.as_now([self.operation(op_id)])[0]
         steps = self.store.steps(op.id)
         known = {t.id: t for t in all_targets(self.inventory)}
         rows = []
@@ -675,7 +674,8 @@ class Switch:
         )
         return Report(op.id, OpStatus.AWAITING_APPROVAL.value, report.rows, message)
 
-    def _get(self, op_id: str) -> Operation:
+    def operation(self, op_id: str) -> Operation:
+        """The op, or UnknownOperation (exit 64)."""
         op = self.store.get_op(op_id)
         if op is None:
             raise UnknownOperation(op_id)

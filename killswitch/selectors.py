@@ -5,10 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
+from typing import TYPE_CHECKING
 
 from killswitch.domain import Target, did_you_mean
 from killswitch.errors import UsageError
-from killswitch.inventory import Inventory, ScopeSpec
+
+if TYPE_CHECKING:
+    from killswitch.inventory import Inventory, ScopeSpec
 
 
 @dataclass(frozen=True)

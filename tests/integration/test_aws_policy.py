@@ -45,3 +45,15 @@ def test_policy_covers_each_lever_and_nothing_more(ws: Workspace) -> None:
     ]
     assert all(s["Effect"] == "Allow" for s in policy["Statement"])
     assert not any(a.endswith(":*") for a in by_action)
+
+
+def test_one_entrys_policy_by_name_and_a_mistyped_name_is_named(ws: Workspace) -> None:
+    ws.write_inventory()
+
+    one = ws.run("provider", "aws-prod", "policy")
+    wrong = ws.run("provider", "aws-prd", "policy")
+
+    assert one.code == 0, one.stderr
+    actions = {a for s in one.json()["Statement"] for a in s["Action"]}
+    assert "ssm:PutParameter" in actions
+    assert wrong.code == 64 and "did you mean 'aws-prod'" in wrong.stderr

@@ -222,7 +222,7 @@ def _file_path(url: str, base: Path | None) -> Path:
 
 
 def _s3_sink(url: str) -> Sink:
-    from killswitch.state.s3anchor import S3Sink  # boto3 only when an s3 anchor is used
+    from killswitch.anchor.s3 import S3Sink  # boto3 only when an s3 anchor is used
 
     return S3Sink(*_s3_params(url))
 

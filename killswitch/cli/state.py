@@ -1,7 +1,6 @@
 """``killswitch state …`` and ``killswitch lock …``: the state store and its apply lock.
 
-Attached to the main group by ``killswitch.cli``; like it, nothing here imports a
-cloud SDK until a command runs.
+Like every command module, nothing here imports a cloud SDK until a command runs.
 """
 
 from __future__ import annotations
@@ -12,7 +11,8 @@ from typing import Any
 
 import click
 
-from killswitch.cli import Session, session_options
+from killswitch.cli.app import cli
+from killswitch.cli.session import Session, session_options
 from killswitch.domain import utcnow
 from killswitch.errors import ExitCode, KillswitchError, LockInfo, UsageError
 
@@ -51,7 +51,7 @@ def _resolve(url: str, base: Path) -> str:
 # -- state ------------------------------------------------------------------------------
 
 
-@click.group("state")
+@cli.group("state")
 def state() -> None:
     """The state store: create it, move it, upload a break-glass spool."""
 
@@ -206,7 +206,7 @@ def state_sync(session: Session, /) -> int:
 # -- lock ---------------------------------------------------------------------------------
 
 
-@click.group("lock")
+@cli.group("lock")
 def lock() -> None:
     """The apply lock: who holds it; break it when its holder is gone."""
 

@@ -1,0 +1,100 @@
+"""The ``killswitch`` group and ``main()``: parse, dispatch, and turn every known error
+into its documented exit code, never a traceback."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import NoReturn
+
+import click
+
+from killswitch.cli.session import Session
+from killswitch.errors import ExitCode, KillswitchError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option(
+    "--inventory",
+    "-i",
+    "inventory_path",
+    metavar="PATH",
+    help="Inventory file (default: $KILLSWITCH_INVENTORY or ./killswitch.yaml).",
+)
+@click.option(
+    "--actor",
+    help="A display label beside who acts (default: $KILLSWITCH_ACTOR). Who acts comes "
+    "from your key, AWS credentials or OS account, never from this.",
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 512),
+    metavar="N",
+    help="Parallel provider calls (1 = serial, for debugging).",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default=lambda: os.environ.get("KILLSWITCH_LOG_LEVEL", "warning"),
+    show_default="warning",
+    help="Logs go to stderr (JSON when not a terminal).",
+)
+@click.version_option(package_name="killswitch")
+@click.pass_context
+def cli(
+    ctx: click.Context,
+    inventory_path: str | None,
+    actor: str | None,
+    concurrency: int | None,
+    log_level: str,
+) -> None:
+    """Revoke, restrict or restore AI model access everywhere, in one verified operation.
+
+    \b
+    Exit codes: 0 ok · 2 changes pending / drift · 3 partial · 4 locked ·
+                5 awaiting approval · 6 a restore that no longer stands ·
+                64 usage or inventory error · 1 unexpected
+    """
+    from killswitch import logs
+
+    logs.configure(log_level)
+    ctx.obj = Session(inventory_path, actor, concurrency)
+
+
+# -- entry point ----------------------------------------------------------------
+
+
+def _fail(message: str, code: int) -> int:
+    from killswitch.text import printable
+
+    color = sys.stderr.isatty() and "NO_COLOR" not in os.environ
+    lines = [printable(line) for line in message.split("\n")]
+    click.secho("error: " + "\n".join(lines), fg="red", err=True, color=color)
+    return code
+
+
+def main(argv: list[str] | None = None) -> NoReturn:
+    """Run the CLI and exit with a documented code; never a traceback for a known error."""
+    try:
+        code = cli.main(args=argv, prog_name="killswitch", standalone_mode=False)
+        code = int(code or 0)
+    except click.exceptions.NoArgsIsHelpError as exc:
+        click.echo(exc.ctx.get_help() if exc.ctx else "", err=False)
+        code = 0
+    except click.UsageError as exc:
+        exc.show()
+        code = ExitCode.USAGE
+    except click.exceptions.Exit as exc:
+        code = exc.exit_code
+    except click.Abort:
+        code = _fail("aborted; nothing more was changed", ExitCode.ERROR)
+    except KillswitchError as exc:
+        code = _fail(str(exc), exc.exit_code)
+    except KeyboardInterrupt:
+        code = _fail("interrupted; `killswitch ops list` shows what ran", ExitCode.ERROR)
+    except Exception as exc:
+        import structlog
+
+        structlog.get_logger("killswitch").exception("unexpected error")
+        code = _fail(f"unexpected error: {exc!r}", ExitCode.ERROR)
+    sys.exit(code)
