@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 
+from killswitch.outcome import Outcome
+
 # Every name a user types ends up inside an ARN, a parameter path, a label or a
 # URL; a strict pattern keeps a name from widening any of them.
 NAME_PATTERN = re.compile(r"^[a-z0-9](?:[a-z0-9._-]{0,61}[a-z0-9])?$")
@@ -299,6 +301,6 @@ class Report:
     """What a command tells the user: the op (if any), a status word, one row per target."""
 
     op_id: str | None
-    status: str
+    status: Outcome
     rows: tuple[TargetReport, ...]
     message: str = ""

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from killswitch.domain import OPEN, Access, LedgerEntry, Observed, Posture, Target, TargetReport
 from killswitch.errors import KillswitchError
+from killswitch.outcome import Outcome
 
 
 def classify(
@@ -62,11 +63,11 @@ def unmanaged(found: Sequence[tuple[Target, Observed]]) -> list[TargetReport]:
     ]
 
 
-def status(rows: Sequence[TargetReport]) -> str:
+def status(rows: Sequence[TargetReport]) -> Outcome:
     results = {r.result for r in rows}
     if results & {"drift", "unmanaged"}:
-        return "drift"
-    return "unreadable" if "unreadable" in results else "in-sync"
+        return Outcome.DRIFT
+    return Outcome.UNREADABLE if "unreadable" in results else Outcome.IN_SYNC
 
 
 @dataclass(frozen=True)

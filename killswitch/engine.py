@@ -38,6 +38,7 @@ from killswitch.executor import Executor, Held, StepListener
 from killswitch.identity import Identity, IdentityError, normalise
 from killswitch.inventory import Inventory
 from killswitch.lease import LockRules, Waiting
+from killswitch.outcome import Outcome
 from killswitch.planner import Fleet
 from killswitch.selectors import Selector, all_targets, resolve
 from killswitch.state import StateStore
@@ -153,7 +154,7 @@ class Switch:
                 result = "in-sync" if obs.access == desired else "drift"
                 rows.append(TargetReport(t, desired, obs.access, result))
         unreadable = any(r.result == "unreadable" for r in rows)
-        return Report(None, "unreadable" if unreadable else "ok", tuple(rows))
+        return Report(None, Outcome.UNREADABLE if unreadable else Outcome.OK, tuple(rows))
 
     def drift(self, selector: Selector) -> Report:
         """Ledger vs observed (killswitch/drift.py)."""
@@ -290,8 +291,8 @@ class Switch:
             )
             if not needed:
                 if existing is not None and existing.status is OpStatus.COMPLETE:
-                    return self._plan_report(plan, existing.id, "already-done")
-                return self._plan_report(plan, None, "nothing-to-do")
+                    return self._plan_report(plan, existing.id, Outcome.ALREADY_DONE)
+                return self._plan_report(plan, None, Outcome.NOTHING_TO_DO)
             op_id, _ = self._find_op(action, ids, requested, ticket, idempotency_key, True)
             op = self._record_op(op_id, preview, selector, reason, ticket, OpStatus.RUNNING)
             self._supersede(losers, op, held)
@@ -325,9 +326,9 @@ class Switch:
                 if tally.complete:  # approved, but its apply was cut short
                     return self.resume(existing.id, confirm=confirm)
                 return self._awaiting(tally)
-            return self._plan_report(plan, existing.id, "already-done")
+            return self._plan_report(plan, existing.id, Outcome.ALREADY_DONE)
         if not work:
-            return self._plan_report(plan, None, "nothing-to-do")
+            return self._plan_report(plan, None, Outcome.NOTHING_TO_DO)
         self._careful()
         confirm(plan)
         op = self._record_op(op_id, plan, selector, reason, ticket, OpStatus.AWAITING_APPROVAL)
@@ -624,7 +625,7 @@ class Switch:
                     step.error if step else None,
                 )
             )
-        return Report(op.id, op.status.value, tuple(rows), _next_step(op, rows))
+        return Report(op.id, Outcome(op.status.value), tuple(rows), _next_step(op, rows))
 
     def anchor(self) -> None:
         """Checkpoint the audit chain's head to ``policy.audit.anchor`` (signed with the
@@ -672,7 +673,7 @@ class Switch:
             f"another person runs: killswitch approve {op.id}"
             + (f" (before {expires}, when the request expires)" if expires else "")
         )
-        return Report(op.id, OpStatus.AWAITING_APPROVAL.value, report.rows, message)
+        return Report(op.id, Outcome.AWAITING_APPROVAL, report.rows, message)
 
     def operation(self, op_id: str) -> Operation:
         """The op, or UnknownOperation (exit 64)."""
@@ -731,7 +732,7 @@ class Switch:
             )
         return [known[t] for t in op.target_ids]
 
-    def _plan_report(self, plan: Plan, op_id: str | None, status: str) -> Report:
+    def _plan_report(self, plan: Plan, op_id: str | None, status: Outcome) -> Report:
         return Report(op_id, status, plan_rows(plan))
 
 
@@ -740,17 +741,17 @@ VOID = frozenset({OpStatus.SUPERSEDED, OpStatus.DECLINED, OpStatus.EXPIRED})
 MAX_AUDIENCES = 16  # keeps every flag document within its provider's size limit
 
 
-def plan_status(plan: Plan) -> str:
+def plan_status(plan: Plan) -> Outcome:
     """The status word of a plan, as `plan` and `--dry-run` report it. A tightening plan
     goes ahead past targets it cannot change (they are refused, exit 3); a restore
     does not (blocked, 64)."""
     if plan.blocked and not plan.action.tightens:
-        return "blocked"
+        return Outcome.BLOCKED
     if plan.pending:
-        return "changes-pending"
+        return Outcome.CHANGES_PENDING
     if plan.blocked:
-        return "refused"
-    return "unreadable" if plan.unreadable else "in-sync"
+        return Outcome.REFUSED
+    return Outcome.UNREADABLE if plan.unreadable else Outcome.IN_SYNC
 
 
 def _no_question(plan: Plan) -> None:

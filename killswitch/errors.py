@@ -3,24 +3,28 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import IntEnum
 
 from killswitch.domain import Intent
+from killswitch.outcome import ExitCode
 
-
-class ExitCode(IntEnum):
-    """Stable exit codes; runbooks, cron jobs and CI depend on them."""
-
-    OK = 0  # success; for plan and drift: nothing to change / no drift
-    ERROR = 1  # unexpected error
-    PENDING = 2  # plan: changes pending; drift: drift found
-    PARTIAL = 3  # some targets failed or could not be verified
-    LOCKED = 4  # the lock is held by another operation
-    AWAITING_APPROVAL = 5  # a restore waits for more approvals
-    # A restore that no longer stands: superseded by a newer revoke or restrict, stale,
-    # declined or expired. Nothing was changed; request a new restore.
-    SUPERSEDED = 6
-    USAGE = 64  # usage or inventory error; nothing was changed
+__all__ = [  # ExitCode lives in killswitch/outcome.py; errors carry it, so it is here too
+    "AuditBroken",
+    "AwaitingApproval",
+    "DeadlinePassed",
+    "ExitCode",
+    "InventoryError",
+    "KillswitchError",
+    "LeaseLost",
+    "LockHeld",
+    "LockInfo",
+    "PermanentError",
+    "ProviderError",
+    "RetryableError",
+    "RunbookError",
+    "Superseded",
+    "UnknownOperation",
+    "UsageError",
+]
 
 
 class KillswitchError(Exception):

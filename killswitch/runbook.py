@@ -21,20 +21,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from killswitch import yamlsrc
 from killswitch.domain import Access, Action, Posture, utcnow
 from killswitch.errors import ExitCode, KillswitchError, RunbookError, UsageError
+from killswitch.outcome import Outcome
 from killswitch.selectors import Selector
 
 VARIABLE = re.compile(r"\$\{([a-z_][a-z0-9_]*)\}")
 DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
 UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-STATUS_CODE = {
-    "complete": 0,
-    "already-done": 0,
-    "nothing-to-do": 0,
-    "partial": 3,
-    "running": 3,
-    "awaiting-approval": 5,
-    "superseded": 6,
-}
 
 
 def seconds(text: str) -> float:
@@ -357,7 +349,7 @@ class Runner:
             if step.kind == "drift":
                 assert step.select is not None
                 report = self.switch.drift(selector(step.select, v))
-                code = {"in-sync": 0, "drift": 2}.get(report.status, 3)
+                code = int(report.status.exit_code)
                 if code and not self.dry_run:
                     return outcome("failed", code, detail=f"drift check says {report.status}")
                 return outcome("planned" if self.dry_run else "ok", detail=report.status)
@@ -400,7 +392,8 @@ class Runner:
 
             plan = self.switch.preview(action, select, audience=audience, reason=reason)
             status = plan_status(plan)
-            code = {"blocked": int(ExitCode.USAGE), "unreadable": 3, "refused": 3}.get(status, 0)
+            # Changes pending are what a dry run expects to see: not a failure here.
+            code = 0 if status is Outcome.CHANGES_PENDING else int(status.exit_code)
             return outcome(
                 "failed" if code else "planned",
                 code,
@@ -415,9 +408,9 @@ class Runner:
             confirm=self.confirm_plan,
             deadline=self._seconds(step.timeout),
         )
-        code = STATUS_CODE.get(report.status, 1)
-        status = {0: "ok", 5: "awaiting-approval"}.get(code, "failed")
-        return outcome(status, code, report.op_id, report.message or report.status)
+        code = int(report.status.exit_code)
+        word = {0: "ok", 5: "awaiting-approval"}.get(code, "failed")
+        return outcome(word, code, report.op_id, report.message or report.status)
 
     def _mismatches(self, select: Selector, want: Access) -> list[str]:
         """Targets that do not hold ``want``. A closed posture is held by anything at

@@ -21,6 +21,7 @@ from killswitch.cli.session import (
     session_options,
 )
 from killswitch.domain import Action, Plan, Report
+from killswitch.outcome import Outcome
 
 # -- commands ---------------------------------------------------------------
 
@@ -57,10 +58,10 @@ def _finish_plan(session: Session, result: Plan, title: str) -> int:
             f"{len(result.blocked)} target(s) cannot take this posture (unsupported rows): "
             f"{result.action.value} closes the rest and reports those refused (exit 3)",
         )
-    elif report.status == "blocked":
+    elif report.status is Outcome.BLOCKED:
         report = Report(
             None,
-            "blocked",
+            Outcome.BLOCKED,
             report.rows,
             "some targets cannot take this posture (see unsupported rows)",
         )

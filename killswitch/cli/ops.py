@@ -6,7 +6,6 @@ import click
 
 from killswitch.cli.app import cli
 from killswitch.cli.session import (
-    EXIT_FOR_STATUS,
     Session,
     confirmer,
     engine_for,
@@ -15,7 +14,6 @@ from killswitch.cli.session import (
     lock_options,
     session_options,
 )
-from killswitch.errors import ExitCode
 
 
 @cli.group()
@@ -56,7 +54,7 @@ def ops_show(session: Session, /, op_id: str) -> int:
         data["operation"] = render.op_json(op)
         data |= switch.approval_state(op).to_json()
         render.emit_json(data)
-        return int(EXIT_FOR_STATUS.get(report.status, ExitCode.ERROR))
+        return int(report.status.exit_code)
     title = f"{op.action.value} → {op.desired} by {op.actor}: {op.reason}"
     code = finish(session, report, title)
     if not op.action.tightens:

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from killswitch.domain import Plan, Report
-from killswitch.errors import ExitCode, UsageError
+from killswitch.errors import UsageError
+from killswitch.outcome import Outcome
 
 if TYPE_CHECKING:
     from killswitch.engine import Switch
@@ -24,25 +25,8 @@ if TYPE_CHECKING:
     pass
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-EXIT_FOR_STATUS = {
-    "ok": ExitCode.OK,
-    "in-sync": ExitCode.OK,
-    "nothing-to-do": ExitCode.OK,
-    "already-done": ExitCode.OK,
-    "complete": ExitCode.OK,
-    "changes-pending": ExitCode.PENDING,
-    "blocked": ExitCode.USAGE,
-    "drift": ExitCode.PENDING,
-    "partial": ExitCode.PARTIAL,
-    "running": ExitCode.PARTIAL,
-    "unreadable": ExitCode.PARTIAL,
-    "awaiting-approval": ExitCode.AWAITING_APPROVAL,
-    "superseded": ExitCode.SUPERSEDED,
-    "declined": ExitCode.SUPERSEDED,
-    "expired": ExitCode.SUPERSEDED,
-    "refused": ExitCode.PARTIAL,
-}
+# The ends of an op that the inventory's webhook hears of.
+ANNOUNCED = frozenset({Outcome.COMPLETE, Outcome.PARTIAL, Outcome.AWAITING_APPROVAL})
 
 
 @dataclass
@@ -302,7 +286,7 @@ def finish(session: Session, report: Report, title: str) -> int:
         render.emit_json(render.report_json(report))
     else:
         render.report_table(report, title)
-    return int(EXIT_FOR_STATUS.get(report.status, ExitCode.ERROR))
+    return int(report.status.exit_code)
 
 
 def finish_op(session: Session, switch: Switch, report: Report, title: str) -> int:
@@ -310,7 +294,7 @@ def finish_op(session: Session, switch: Switch, report: Report, title: str) -> i
     from killswitch import notify
 
     url = inventory_webhook(switch.inventory, "op")
-    if url and report.op_id and report.status in ("complete", "partial", "awaiting-approval"):
+    if url and report.op_id and report.status in ANNOUNCED:
         notify.send(url, notify.op_message(title, report, switch.actor))
     code = finish(session, report, title)
     switch.anchor()
