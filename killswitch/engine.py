@@ -8,7 +8,7 @@ import json
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import timedelta
 
 import structlog
@@ -33,7 +33,7 @@ from killswitch.domain import (
     is_valid_name,
     utcnow,
 )
-from killswitch.errors import KillswitchError, UnknownOperation, UsageError
+from killswitch.errors import ExitCode, KillswitchError, UnknownOperation, UsageError
 from killswitch.executor import Executor, Held, StepListener
 from killswitch.identity import Identity, IdentityError, normalise
 from killswitch.inventory import Inventory
@@ -172,6 +172,20 @@ class Switch:
                     continue
                 rows += drift.unmanaged([(t, o) for t, o in found if t.model in models])
         return Report(None, drift.status(rows), tuple(rows))
+
+    def check_drift(self, selector: Selector, *, fix: bool, fix_open: bool) -> DriftCheck:
+        """Drift, healed on request: re-close what is more open than the ledger says (and,
+        with ``fix_open``, request restores for what is more closed), then look again."""
+        found = self.drift(selector)
+        if not (fix or fix_open) or found.status not in (Outcome.DRIFT, Outcome.UNREADABLE):
+            return DriftCheck(found, (), found)
+        reason = f"drift-check run by {self.actor}: back to the ledger's posture"
+        healed = tuple(self.heal(found, fix_open=fix_open, reason=reason))
+        if not healed:
+            return DriftCheck(found, (), found)
+        again = self.drift(selector)
+        message = "; ".join(f"healed by op {r.op_id}: {r.status}" for r in healed)
+        return DriftCheck(found, healed, Report(None, again.status, again.rows, message))
 
     def safety_ledger(self) -> dict[str, LedgerEntry]:
         """The ledger as drift must see it: per target, the tighter of the table's row and
@@ -734,6 +748,26 @@ class Switch:
 
     def _plan_report(self, plan: Plan, op_id: str | None, status: Outcome) -> Report:
         return Report(op_id, status, plan_rows(plan))
+
+
+@dataclass(frozen=True)
+class DriftCheck:
+    """One drift check: what it found, the ops that healed it, and what it found after."""
+
+    found: Report
+    healed: tuple[Report, ...]
+    final: Report
+
+    @property
+    def exit_code(self) -> ExitCode:
+        """A heal that waits for approvals (5) or did not finish (3) says so; otherwise the
+        final look decides (0 in sync, 2 drift, 3 unreadable)."""
+        statuses = {r.status for r in self.healed}
+        if Outcome.AWAITING_APPROVAL in statuses:
+            return ExitCode.AWAITING_APPROVAL
+        if Outcome.PARTIAL in statuses:
+            return ExitCode.PARTIAL
+        return self.final.status.exit_code
 
 
 # An op that will never apply: a new command with the same intent is a new op.

@@ -19,8 +19,7 @@ from killswitch.cli.session import (
     selector_options,
     session_options,
 )
-from killswitch.domain import Report
-from killswitch.errors import ExitCode
+from killswitch.outcome import Outcome
 
 DRIFT_ACTOR = "drift-check"  # the label of a heal's op: who runs it comes from a credential
 
@@ -70,31 +69,17 @@ def drift(
     from killswitch import metrics, notify
 
     started = time.monotonic()
-    selector = make_selector(**picks)
     switch = engine_for(session, label=DRIFT_ACTOR, acts=fix or fix_open)
-    found = switch.drift(selector)
-    healed: list[Report] = []
-    if (fix or fix_open) and found.status in ("drift", "unreadable"):
-        reason = f"drift-check run by {switch.actor}: back to the ledger's posture"
-        healed = switch.heal(found, fix_open=fix_open, reason=reason)
+    check = switch.check_drift(make_selector(**picks), fix=fix, fix_open=fix_open)
     url = notify_url or inventory_webhook(switch.inventory, "drift")
-    if url and found.status == "drift":
-        notify.send(url, notify.drift_message(found, healed))
-    final = switch.drift(selector) if healed else found
+    if url and check.found.status is Outcome.DRIFT:
+        notify.send(url, notify.drift_message(check.found, check.healed))
     if metrics_file is not None:
         text = metrics.drift_metrics(
-            final.rows, finished_at=time.time(), duration=time.monotonic() - started
+            check.final.rows, finished_at=time.time(), duration=time.monotonic() - started
         )
         metrics.write_atomically(metrics_file, text)
-    statuses = {r.status for r in healed}
-    if healed:
-        message = "; ".join(f"healed by op {r.op_id}: {r.status}" for r in healed)
-        final = Report(None, final.status, final.rows, message)
-    code = finish(session, final, "drift")
-    if healed:
+    finish(session, check.final, "drift")
+    if check.healed:
         switch.anchor()
-    if "awaiting-approval" in statuses:
-        return int(ExitCode.AWAITING_APPROVAL)
-    if "partial" in statuses:
-        return int(ExitCode.PARTIAL)
-    return code
+    return int(check.exit_code)
