@@ -13,7 +13,7 @@ from datetime import timedelta
 
 import structlog
 
-from killswitch import approvals, drift, planner, replay, signing, text
+from killswitch import approvals, drift, fleet, planner, replay, signing, text
 from killswitch.clock import SYSTEM, Clock
 from killswitch.contract import CallBound, Discovery
 from killswitch.domain import (
@@ -35,11 +35,11 @@ from killswitch.domain import (
 )
 from killswitch.errors import ExitCode, KillswitchError, UnknownOperation, UsageError
 from killswitch.executor import Executor, Held, StepListener
+from killswitch.fleet import Fleet
 from killswitch.identity import Identity, IdentityError, normalise
 from killswitch.inventory import Inventory
 from killswitch.lease import LockRules, Waiting
 from killswitch.outcome import Outcome
-from killswitch.planner import Fleet
 from killswitch.selectors import Selector, all_targets, resolve
 from killswitch.state import StateStore
 
@@ -133,7 +133,7 @@ class Switch:
         targets = resolve(self.inventory, selector)
         ledger = self.store.ledger() if action.tightens else {}
         known = {t.id: e.desired for t in targets if (e := ledger.get(t.id))}
-        return planner.plan(self.fleet, action, desired, targets, known)
+        return fleet.plan(self.fleet, action, desired, targets, known)
 
     def status(self, selector: Selector) -> Report:
         """Observed posture of every selected target, beside the ledger's. Reports only:
@@ -554,7 +554,7 @@ class Switch:
         targets = self._targets_of(op)
         ledger = self.store.ledger() if op.action.tightens else {}
         known = {t.id: e.desired for t in targets if (e := ledger.get(t.id))}
-        return planner.plan(self.fleet, op.action, op.desired, targets, known)
+        return fleet.plan(self.fleet, op.action, op.desired, targets, known)
 
     def _loosening_ops(self, target_ids: Sequence[str]) -> list[Operation]:
         """Every unfinished restore that would re-open one of ``target_ids``."""

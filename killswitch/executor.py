@@ -12,7 +12,7 @@ from itertools import groupby
 
 import structlog
 
-from killswitch import planner, replay
+from killswitch import fleet, replay
 from killswitch.clock import SYSTEM, Clock
 from killswitch.contract import ApplyContext, Grouped, Mechanism
 from killswitch.domain import (
@@ -33,8 +33,8 @@ from killswitch.domain import (
     utcnow,
 )
 from killswitch.errors import KillswitchError, LeaseLost
+from killswitch.fleet import Fleet
 from killswitch.lease import Heartbeat, LockRules, Waiting, take
-from killswitch.planner import Fleet
 from killswitch.state import Lease, StateStore
 
 log = structlog.get_logger("killswitch.executor")
@@ -107,7 +107,7 @@ class Executor:
         held.beat.check()
         entries = self.store.ledger()  # once: one read of the store, not one per target
         ledger = {t.id: e.desired for t in targets if (e := entries.get(t.id))}
-        return planner.plan(self.fleet, action, requested, targets, ledger)
+        return fleet.plan(self.fleet, action, requested, targets, ledger)
 
     # -- applying ---------------------------------------------------------------
     def apply(self, op: Operation, plan: Plan, held: Held) -> OpStatus:
