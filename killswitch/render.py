@@ -182,19 +182,13 @@ def step_line(target: Target, step: Step, stream: IO[str]) -> None:
 
 
 def op_json(op: Operation) -> dict[str, object]:
-    return {
-        "id": op.id,
-        "action": op.action.value,
-        "status": op.status.value,
-        "desired": op.desired.to_json(),
-        "actor": op.actor,
-        "reason": op.reason,
-        "ticket": op.ticket,
-        "selector": op.selector,
-        "created_at": op.created_at,
-        "targets": len(op.target_ids),
-        "required_approvals": op.required_approvals,
-    }
+    """An op as ``ops list/show -o json`` print it: the stored form, with the number of
+    targets rather than their ids."""
+    from killswitch.state.codec import op_to_json
+
+    data = op_to_json(op)
+    data["targets"] = len(data.pop("target_ids"))
+    return data
 
 
 def ops_table(ops: Sequence[Operation], stream: IO[str] | None = None) -> None:

@@ -24,24 +24,21 @@ No boto3 here: the client comes from ``killswitch.state.dynamodb``.
 from __future__ import annotations
 
 import gzip
-import json
 import time
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 from typing import Any
 
 from killswitch.domain import (
-    Access,
-    Action,
     AuditEvent,
     Intent,
     LedgerEntry,
     Operation,
-    OpStatus,
     Step,
-    StepResult,
     utcnow,
 )
 from killswitch.errors import LockInfo
+from killswitch.state import codec
 from killswitch.state.base import Approval, JournalEntry, StateDump
 
 Item = dict[str, Any]
@@ -76,6 +73,20 @@ def attrs(values: Mapping[str, str | int | bool | bytes | None]) -> Item:
     return typed
 
 
+def plain(item: Item, name: str) -> Any:
+    """One typed attribute as a plain value (a missing one is None)."""
+    value = item.get(name) or {"NULL": True}
+    if "S" in value:
+        return str(value["S"])
+    if "N" in value:
+        return int(value["N"])
+    if "BOOL" in value:
+        return bool(value["BOOL"])
+    if "B" in value:
+        return value["B"]
+    return None
+
+
 def text(item: Item, name: str) -> str:
     return str(item[name]["S"])
 
@@ -96,25 +107,10 @@ BIG_TARGET_LIST = 100_000  # bytes; larger lists are gzipped to stay far below 4
 
 
 def op_item(op: Operation) -> Item:
-    targets = json.dumps(list(op.target_ids))
-    item = attrs(
-        {
-            "pk": f"OP#{op.id}",
-            "sk": "OP",
-            "gsi1pk": "OPS",
-            "gsi1sk": f"{op.created_at}#{op.id}",
-            "id": op.id,
-            "action": op.action.value,
-            "desired": json.dumps(op.desired.to_json()),
-            "actor": op.actor,
-            "reason": op.reason,
-            "ticket": op.ticket,
-            "selector": op.selector,
-            "created_at": op.created_at,
-            "status": op.status.value,
-            "required_approvals": op.required_approvals,
-        }
-    )
+    row = codec.op_row(op)
+    targets = row.pop("target_ids")
+    item = attrs(row | {"pk": f"OP#{op.id}", "sk": "OP", "gsi1pk": "OPS"})
+    item["gsi1sk"] = {"S": f"{op.created_at}#{op.id}"}
     if len(targets) > BIG_TARGET_LIST:
         item["target_ids_gz"] = {"B": gzip.compress(targets.encode())}
     else:
@@ -127,66 +123,36 @@ def to_op(item: Item) -> Operation:
         targets = gzip.decompress(item["target_ids_gz"]["B"]).decode()
     else:
         targets = text(item, "target_ids")
-    return Operation(
-        id=text(item, "id"),
-        action=Action(text(item, "action")),
-        desired=Access.from_json(json.loads(text(item, "desired"))),
-        target_ids=tuple(json.loads(targets)),
-        actor=text(item, "actor"),
-        reason=text(item, "reason"),
-        ticket=opt_str(item, "ticket"),
-        selector=text(item, "selector"),
-        created_at=text(item, "created_at"),
-        status=OpStatus(text(item, "status")),
-        required_approvals=num(item, "required_approvals"),
+    return codec.op_from_row(
+        {k: plain(item, k) for k in codec.OP_COLUMNS} | {"target_ids": targets}
     )
 
 
 def step_item(step: Step, token: int, stamp: int) -> Item:
+    row = codec.step_row(step if step.at else replace(step, at=utcnow()))
+    del row["op_id"]  # in the key
     return attrs(
-        {
-            "pk": f"OP#{step.op_id}",
-            "sk": f"STEP#{token:012d}#{stamp:020d}",
-            "target_id": step.target_id,
-            "result": step.result.value,
-            "error": step.error,
-            "observed": json.dumps(step.observed.to_json()) if step.observed else None,
-            "desired": json.dumps(step.desired.to_json()) if step.desired else None,
-            "at": step.at or utcnow(),
-            "token": token,
-        }
+        row | {"pk": f"OP#{step.op_id}", "sk": f"STEP#{token:012d}#{stamp:020d}", "token": token}
     )
 
 
 def to_step(item: Item) -> Step:
-    observed, desired = opt_str(item, "observed"), opt_str(item, "desired")
-    return Step(
-        op_id=text(item, "pk")[3:],
-        target_id=text(item, "target_id"),
-        result=StepResult(text(item, "result")),
-        error=opt_str(item, "error"),
-        at=text(item, "at"),
-        observed=Access.from_json(json.loads(observed)) if observed else None,
-        desired=Access.from_json(json.loads(desired)) if desired else None,
+    fields = ("target_id", "result", "error", "at", "observed", "desired")
+    return codec.step_from_row(
+        {k: plain(item, k) for k in fields} | {"op_id": text(item, "pk")[3:]}
     )
 
 
 def ledger_item(entry: LedgerEntry, token: int) -> Item:
-    return attrs(
-        {
-            "pk": "LEDGER",
-            "sk": entry.target_id,
-            "desired": json.dumps(entry.desired.to_json()),
-            "op_id": entry.op_id,
-            "at": entry.at,
-            "token": token,
-        }
-    )
+    row = codec.ledger_row(entry)
+    return attrs({"pk": "LEDGER", "sk": row.pop("target_id")} | row | {"token": token})
 
 
 def to_ledger(item: Item) -> LedgerEntry:
-    desired = Access.from_json(json.loads(text(item, "desired")))
-    return LedgerEntry(text(item, "sk"), desired, text(item, "op_id"), text(item, "at"))
+    fields = ("desired", "op_id", "at")
+    return codec.ledger_from_row(
+        {k: plain(item, k) for k in fields} | {"target_id": text(item, "sk")}
+    )
 
 
 def approval_item(approval: Approval, stamp: int) -> Item:
@@ -202,33 +168,12 @@ def approval_item(approval: Approval, stamp: int) -> Item:
 
 
 def event_item(event: AuditEvent) -> Item:
-    return attrs(
-        {
-            "pk": "AUDIT",
-            "sk": f"EVENT#{event.seq:012d}",
-            "seq": event.seq,
-            "at": event.at,
-            "actor": event.actor,
-            "kind": event.kind,
-            "op_id": event.op_id,
-            "payload": json.dumps(event.payload),
-            "prev_hash": event.prev_hash,
-            "hash": event.hash,
-        }
-    )
+    return attrs({"pk": "AUDIT", "sk": f"EVENT#{event.seq:012d}"} | codec.event_row(event))
 
 
 def to_event(item: Item) -> AuditEvent:
-    return AuditEvent(
-        seq=num(item, "seq"),
-        at=text(item, "at"),
-        actor=text(item, "actor"),
-        kind=text(item, "kind"),
-        op_id=opt_str(item, "op_id"),
-        payload=json.loads(text(item, "payload")),
-        prev_hash=text(item, "prev_hash"),
-        hash=text(item, "hash"),
-    )
+    fields = ("seq", "at", "actor", "kind", "op_id", "payload", "prev_hash", "hash")
+    return codec.event_from_row({k: plain(item, k) for k in fields})
 
 
 def lock_info(item: Item) -> LockInfo:

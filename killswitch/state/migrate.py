@@ -16,18 +16,15 @@ from killswitch import audit
 from killswitch.domain import OpStatus, Step
 from killswitch.errors import ExitCode, KillswitchError, UsageError
 from killswitch.state.base import JournalEntry, Lease, StateDump, StateStore
+from killswitch.state.codec import event_from_json, ledger_from_json, op_from_json, step_from_json
 from killswitch.state.spool import (
     SYNCED,
     Record,
     SpoolBroken,
-    event_from_json,
-    ledger_from_json,
     machine_lock,
-    op_from_json,
     pending_spools,
     read_spool,
     spool_folder,
-    step_from_json,
 )
 
 MARKER = "break_glass"  # payload key of an audit event uploaded from a spool

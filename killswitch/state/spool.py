@@ -28,19 +28,26 @@ from typing import IO, Any
 
 from killswitch.audit import GENESIS, event_hash
 from killswitch.domain import (
-    Access,
-    Action,
     AuditEvent,
     Intent,
     LedgerEntry,
     Operation,
     OpStatus,
     Step,
-    StepResult,
     utcnow,
 )
 from killswitch.errors import ExitCode, KillswitchError, LockHeld, LockInfo, UsageError
 from killswitch.state.base import Lease, StateDump
+from killswitch.state.codec import (
+    event_from_json,
+    event_to_json,
+    ledger_from_json,
+    ledger_to_json,
+    op_from_json,
+    op_to_json,
+    step_from_json,
+    step_to_json,
+)
 
 SPOOL_ENV = "KILLSWITCH_SPOOL_DIR"
 SUFFIX, SYNCED = ".jsonl", ".synced"
@@ -320,113 +327,9 @@ def machine_lock(folder: Path, owner: str, op_id: str | None) -> IO[str]:
     return handle
 
 
-# -- JSON forms -------------------------------------------------------------------------
-
-
-def op_to_json(op: Operation) -> dict[str, Any]:
-    return {
-        "id": op.id,
-        "action": op.action.value,
-        "desired": op.desired.to_json(),
-        "target_ids": list(op.target_ids),
-        "actor": op.actor,
-        "reason": op.reason,
-        "ticket": op.ticket,
-        "selector": op.selector,
-        "created_at": op.created_at,
-        "status": op.status.value,
-        "required_approvals": op.required_approvals,
-    }
-
-
-def op_from_json(data: dict[str, Any]) -> Operation:
-    return Operation(
-        id=data["id"],
-        action=Action(data["action"]),
-        desired=Access.from_json(data["desired"]),
-        target_ids=tuple(data["target_ids"]),
-        actor=data["actor"],
-        reason=data["reason"],
-        ticket=data["ticket"],
-        selector=data["selector"],
-        created_at=data["created_at"],
-        status=OpStatus(data["status"]),
-        required_approvals=data["required_approvals"],
-    )
-
-
 def _with_status(op: Operation, status: OpStatus) -> Operation:
-    return op_from_json(op_to_json(op) | {"status": status.value})
+    return replace(op, status=status)
 
 
 def _stamped(step: Step) -> Step:
     return replace(step, at=utcnow())
-
-
-def step_to_json(step: Step) -> dict[str, Any]:
-    data = {
-        "op_id": step.op_id,
-        "target_id": step.target_id,
-        "result": step.result.value,
-        "error": step.error,
-        "at": step.at,
-        "observed": step.observed.to_json() if step.observed else None,
-    }
-    if step.desired is not None:
-        data["desired"] = step.desired.to_json()
-    return data
-
-
-def step_from_json(data: dict[str, Any]) -> Step:
-    observed = Access.from_json(data["observed"]) if data["observed"] else None
-    desired = Access.from_json(data["desired"]) if data.get("desired") else None
-    return Step(
-        data["op_id"],
-        data["target_id"],
-        StepResult(data["result"]),
-        data["error"],
-        data["at"],
-        observed,
-        desired,
-    )
-
-
-def ledger_to_json(entry: LedgerEntry) -> dict[str, Any]:
-    return {
-        "target_id": entry.target_id,
-        "desired": entry.desired.to_json(),
-        "op_id": entry.op_id,
-        "at": entry.at,
-    }
-
-
-def ledger_from_json(data: dict[str, Any]) -> LedgerEntry:
-    return LedgerEntry(
-        data["target_id"], Access.from_json(data["desired"]), data["op_id"], data["at"]
-    )
-
-
-def event_to_json(event: AuditEvent) -> dict[str, Any]:
-    return {
-        "seq": event.seq,
-        "at": event.at,
-        "actor": event.actor,
-        "kind": event.kind,
-        "op_id": event.op_id,
-        "payload": event.payload,
-        "prev_hash": event.prev_hash,
-        "hash": event.hash,
-    }
-
-
-def event_from_json(data: dict[str, Any]) -> AuditEvent:
-    return AuditEvent(
-        data["seq"],
-        data["at"],
-        data["actor"],
-        data["kind"],
-        data["op_id"],
-        data["payload"],
-        data["prev_hash"],
-        data["hash"],
-    )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
@@ -13,18 +12,16 @@ from pathlib import Path
 
 from killswitch.audit import GENESIS, event_hash
 from killswitch.domain import (
-    Access,
-    Action,
     AuditEvent,
     Intent,
     LedgerEntry,
     Operation,
     OpStatus,
     Step,
-    StepResult,
     utcnow,
 )
 from killswitch.errors import LeaseLost, LockHeld, LockInfo, UsageError
+from killswitch.state import codec
 from killswitch.state.base import Approval, JournalEntry, Lease, StateDump
 
 SCHEMA = """
@@ -61,6 +58,11 @@ CREATE TABLE IF NOT EXISTS audit_head (
 """
 
 LOCK_NAME = "apply"
+STEP_COLUMNS = ("op_id", "target_id", "result", "error", "observed", "at", "desired")
+EVENT_COLUMNS = ("seq", "at", "actor", "kind", "op_id", "payload", "prev_hash", "hash")
+LEDGER_COLUMNS = ("target_id", "desired", "op_id", "at")
+EVENT_INSERT = "INSERT INTO audit VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+LEDGER_UPSERT = "INSERT OR REPLACE INTO ledger VALUES (?, ?, ?, ?)"
 # Columns added after the first release: a state file made before them gets them on open.
 ADDED_COLUMNS = (
     ("lock", "intent", "TEXT NOT NULL DEFAULT 'other'"),
@@ -246,17 +248,11 @@ class SqliteStore:
         with self._tx() as db:
             self._check_fence(db, lease)
             db.executemany(
-                "INSERT OR REPLACE INTO ledger VALUES (?, ?, ?, ?)",
-                [(e.target_id, json.dumps(e.desired.to_json()), e.op_id, e.at) for e in entries],
+                "INSERT OR REPLACE INTO ledger VALUES (?, ?, ?, ?)", map(_ledger_row, entries)
             )
 
     def ledger(self) -> dict[str, LedgerEntry]:
-        return {
-            r["target_id"]: LedgerEntry(
-                r["target_id"], Access.from_json(json.loads(r["desired"])), r["op_id"], r["at"]
-            )
-            for r in self._read("SELECT * FROM ledger")
-        }
+        return {r["target_id"]: _ledger(r) for r in self._read("SELECT * FROM ledger")}
 
     # -- approvals -------------------------------------------------------------
     def add_approval(self, op_id: str, actor: str) -> list[str]:
@@ -277,10 +273,7 @@ class SqliteStore:
             seq, at = head["seq"] + 1, utcnow()
             digest = event_hash(head["hash"], seq, at, actor, kind, op_id, payload)
             event = AuditEvent(seq, at, actor, kind, op_id, payload, head["hash"], digest)
-            db.execute(
-                "INSERT INTO audit VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (seq, at, actor, kind, op_id, json.dumps(payload), head["hash"], digest),
-            )
+            db.execute(EVENT_INSERT, _event_row(event))
             db.execute("UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1", (seq, digest))
         return event
 
@@ -302,15 +295,7 @@ class SqliteStore:
                     JournalEntry(_step(r), r["token"])
                     for r in db.execute("SELECT * FROM steps ORDER BY seq")
                 ]
-                ledger = [
-                    LedgerEntry(
-                        r["target_id"],
-                        Access.from_json(json.loads(r["desired"])),
-                        r["op_id"],
-                        r["at"],
-                    )
-                    for r in db.execute("SELECT * FROM ledger ORDER BY target_id")
-                ]
+                ledger = [_ledger(r) for r in db.execute("SELECT * FROM ledger ORDER BY target_id")]
                 approvals = [
                     Approval(r["op_id"], r["actor"], r["at"])
                     for r in db.execute("SELECT * FROM approvals ORDER BY op_id, at, rowid")
@@ -341,32 +326,13 @@ class SqliteStore:
             for op in dump.ops:
                 _insert_op(db, op)
             db.executemany(STEP_INSERT, [_step_row(e.step, e.token) for e in dump.journal])
-            db.executemany(
-                "INSERT INTO ledger VALUES (?, ?, ?, ?)",
-                [
-                    (e.target_id, json.dumps(e.desired.to_json()), e.op_id, e.at)
-                    for e in dump.ledger
-                ],
-            )
+            db.executemany("INSERT INTO ledger VALUES (?, ?, ?, ?)", map(_ledger_row, dump.ledger))
             db.executemany(
                 "INSERT INTO approvals VALUES (?, ?, ?)",
                 [(a.op_id, a.actor, a.at) for a in dump.approvals],
             )
             db.executemany(
-                "INSERT INTO audit VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        e.seq,
-                        e.at,
-                        e.actor,
-                        e.kind,
-                        e.op_id,
-                        json.dumps(e.payload),
-                        e.prev_hash,
-                        e.hash,
-                    )
-                    for e in dump.audit
-                ],
+                "INSERT INTO audit VALUES (?, ?, ?, ?, ?, ?, ?, ?)", map(_event_row, dump.audit)
             )
             db.execute("UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1", dump.audit_head)
             # Tokens only grow, and no lease of the source (not even the one held while it
@@ -401,82 +367,38 @@ STEP_INSERT = (
 
 
 def _step_row(step: Step, token: int) -> tuple[object, ...]:
-    return (
-        step.op_id,
-        step.target_id,
-        step.result.value,
-        step.error,
-        _access_json(step.observed),
-        step.at,
-        token,
-        _access_json(step.desired),
-    )
-
-
-def _access_json(access: Access | None) -> str | None:
-    return json.dumps(access.to_json()) if access is not None else None
-
-
-def _access(text: str | None) -> Access | None:
-    return Access.from_json(json.loads(text)) if text else None
+    row = codec.step_row(step)
+    return (*tuple(row[c] for c in STEP_COLUMNS[:6]), token, row["desired"])
 
 
 def _op(row: sqlite3.Row) -> Operation:
-    return Operation(
-        id=row["id"],
-        action=Action(row["action"]),
-        desired=Access.from_json(json.loads(row["desired"])),
-        target_ids=tuple(json.loads(row["target_ids"])),
-        actor=row["actor"],
-        reason=row["reason"],
-        ticket=row["ticket"],
-        selector=row["selector"],
-        created_at=row["created_at"],
-        status=OpStatus(row["status"]),
-        required_approvals=row["required_approvals"],
-    )
+    return codec.op_from_row({k: row[k] for k in codec.OP_COLUMNS})
 
 
 def _step(row: sqlite3.Row) -> Step:
-    return Step(
-        row["op_id"],
-        row["target_id"],
-        StepResult(row["result"]),
-        row["error"],
-        row["at"],
-        _access(row["observed"]),
-        _access(row["desired"]),
-    )
+    return codec.step_from_row({k: row[k] for k in STEP_COLUMNS})
+
+
+def _ledger(row: sqlite3.Row) -> LedgerEntry:
+    return codec.ledger_from_row({k: row[k] for k in LEDGER_COLUMNS})
+
+
+def _ledger_row(entry: LedgerEntry) -> list[object]:
+    row = codec.ledger_row(entry)
+    return [row[c] for c in LEDGER_COLUMNS]
+
+
+def _event_row(event: AuditEvent) -> list[object]:
+    row = codec.event_row(event)
+    return [row[c] for c in EVENT_COLUMNS]
 
 
 def _event(row: sqlite3.Row) -> AuditEvent:
-    return AuditEvent(
-        row["seq"],
-        row["at"],
-        row["actor"],
-        row["kind"],
-        row["op_id"],
-        json.loads(row["payload"]),
-        row["prev_hash"],
-        row["hash"],
-    )
+    return codec.event_from_row({k: row[k] for k in EVENT_COLUMNS})
 
 
 def _insert_op(db: sqlite3.Connection, op: Operation) -> None:
     """Record ``op`` unless its id exists (an existing op is left as it is)."""
-    db.execute(
-        "INSERT OR IGNORE INTO ops VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            op.id,
-            op.action.value,
-            json.dumps(op.desired.to_json()),
-            json.dumps(list(op.target_ids)),
-            op.actor,
-            op.reason,
-            op.ticket,
-            op.selector,
-            op.created_at,
-            op.status.value,
-            op.required_approvals,
-        ),
-    )
+    row = codec.op_row(op)
+    marks = ", ".join("?" * len(codec.OP_COLUMNS))
+    db.execute(f"INSERT OR IGNORE INTO ops VALUES ({marks})", [row[c] for c in codec.OP_COLUMNS])
