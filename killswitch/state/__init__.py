@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs, quote, urlsplit
 
+from killswitch.clock import SYSTEM, Clock
 from killswitch.errors import UsageError
 from killswitch.state.base import Lease, StateStore, StoreUnreachable
 
@@ -126,7 +127,7 @@ def parse_dynamodb_url(url: str) -> DynamoDbUrl:
     return DynamoDbUrl(parts.netloc, region, endpoint or None, timeout)
 
 
-def open_store(url: str, *, spool_dir: Path | None = None) -> StateStore:
+def open_store(url: str, *, spool_dir: Path | None = None, clock: Clock = SYSTEM) -> StateStore:
     """The store behind ``url`` (``sqlite:///path`` or ``dynamodb://table?region=…``).
 
     A shared store that does not answer within its connect timeout raises
@@ -142,7 +143,7 @@ def open_store(url: str, *, spool_dir: Path | None = None) -> StateStore:
         problem = sqlite_file_problem(path)
         if problem is not None:
             raise UsageError(f"state: {problem}")
-        return SqliteStore(path)
+        return SqliteStore(path, clock=clock)
     if url.startswith("dynamodb://"):
         try:
             parsed = parse_dynamodb_url(url)
@@ -151,7 +152,7 @@ def open_store(url: str, *, spool_dir: Path | None = None) -> StateStore:
         from killswitch.state.dynamodb import DynamoDbStore
 
         try:
-            return DynamoDbStore.connect(parsed)
+            return DynamoDbStore.connect(parsed, clock=clock)
         except StoreUnreachable as exc:
             if spool_dir is None:
                 raise

@@ -22,7 +22,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import boto3
@@ -31,7 +31,17 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
 
 from killswitch.audit import GENESIS, event_hash
-from killswitch.domain import AuditEvent, Intent, LedgerEntry, Operation, OpStatus, Step, utcnow
+from killswitch.clock import SYSTEM, Clock
+from killswitch.domain import (
+    AuditEvent,
+    Intent,
+    LedgerEntry,
+    Operation,
+    OpStatus,
+    Step,
+    iso,
+    utcnow,
+)
 from killswitch.errors import LeaseLost, LockHeld, LockInfo, UsageError
 from killswitch.state import DynamoDbUrl
 from killswitch.state.base import Approval, Lease, StateDump, StoreUnreachable
@@ -89,8 +99,9 @@ def _error_code(exc: ClientError) -> str:
 class DynamoDbStore:
     """StateStore on one DynamoDB table, shared by every machine that acts."""
 
-    def __init__(self, url: DynamoDbUrl) -> None:
+    def __init__(self, url: DynamoDbUrl, *, clock: Clock = SYSTEM) -> None:
         self.url = url
+        self.clock = clock  # leases expire on it: tests move it instead of sleeping
         self.table = url.table
         session = boto3.session.Session(region_name=url.region)
 
@@ -112,9 +123,9 @@ class DynamoDbStore:
         self._audit_mutex = threading.Lock()
 
     @classmethod
-    def connect(cls, url: DynamoDbUrl) -> DynamoDbStore:
+    def connect(cls, url: DynamoDbUrl, *, clock: Clock = SYSTEM) -> DynamoDbStore:
         """Open the table and check it answers within the connect timeout."""
-        store = cls(url)
+        store = cls(url, clock=clock)
         try:
             store._call("get_item", Key=LOCK_KEY, ConsistentRead=True, _client=store._probe_client)
         except StoreUnreachable as exc:
@@ -239,7 +250,7 @@ class DynamoDbStore:
     ) -> Lease:
         """One conditional update makes us the holder; the one before, if it never
         released (taken over, expired or broken), is fenced."""
-        now, expires = utcnow(), _later(ttl_seconds)
+        now, expires = iso(self.clock.now()), self._later(ttl_seconds)
         ok, old = self._update(
             LOCK_KEY,
             "SET #owner = :owner, op_id = :op, acquired_at = :now, expires_at = :exp, "
@@ -272,8 +283,11 @@ class DynamoDbStore:
         except (ClientError, StoreUnreachable) as exc:
             log.warning("lease history not written", token=token, error=str(exc))
 
+    def _later(self, seconds: float) -> str:
+        return iso(self.clock.now() + timedelta(seconds=seconds))
+
     def renew(self, lease: Lease, ttl_seconds: float) -> Lease:
-        renewed = replace(lease, expires_at=_later(ttl_seconds))
+        renewed = replace(lease, expires_at=self._later(ttl_seconds))
         ok, lock = self._update(
             LOCK_KEY,
             "SET expires_at = :exp ADD beat :one",
@@ -623,11 +637,6 @@ def _retry_conflicts(call: Callable[[], dict[str, Any]]) -> dict[str, Any]:
 def _backoff(attempt: int) -> None:
     """Full jitter, 5 ms growing to at most 250 ms."""
     time.sleep(random.uniform(0, min(0.25, 0.005 * 2 ** min(attempt, 8))))
-
-
-def _later(seconds: float) -> str:
-    stamp = datetime.now(UTC) + timedelta(seconds=seconds)
-    return stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _lost(lease: Lease, lock: Item | None) -> LeaseLost:

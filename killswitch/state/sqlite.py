@@ -7,10 +7,11 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 from killswitch.audit import GENESIS, event_hash
+from killswitch.clock import SYSTEM, Clock
 from killswitch.domain import (
     AuditEvent,
     Intent,
@@ -18,6 +19,7 @@ from killswitch.domain import (
     Operation,
     OpStatus,
     Step,
+    iso,
     utcnow,
 )
 from killswitch.errors import LeaseLost, LockHeld, LockInfo, UsageError
@@ -72,17 +74,13 @@ ADDED_COLUMNS = (
 )
 
 
-def _later(seconds: float) -> str:
-    stamp = datetime.now(UTC) + timedelta(seconds=seconds)
-    return stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 class SqliteStore:
     """StateStore on SQLite. One connection shared by threads, serialised by a mutex."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, clock: Clock = SYSTEM) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
+        self.clock = clock  # leases expire on it: tests move it instead of sleeping
         self._mutex = threading.Lock()
         self._db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
         self._db.row_factory = sqlite3.Row
@@ -121,7 +119,7 @@ class SqliteStore:
     def acquire(
         self, owner: str, op_id: str | None, ttl_seconds: float, intent: Intent = Intent.OTHER
     ) -> Lease:
-        now = utcnow()
+        now = iso(self.clock.now())
         with self._tx() as db:
             row = db.execute("SELECT * FROM lock WHERE name = ?", (LOCK_NAME,)).fetchone()
             if row is not None and row["held"] and row["expires_at"] > now:
@@ -131,7 +129,7 @@ class SqliteStore:
     def take_over(
         self, owner: str, op_id: str | None, ttl_seconds: float, intent: Intent, token: int
     ) -> Lease:
-        now = utcnow()
+        now = iso(self.clock.now())
         with self._tx() as db:
             row = db.execute("SELECT * FROM lock WHERE name = ?", (LOCK_NAME,)).fetchone()
             if row is None or row["token"] != token:
@@ -153,7 +151,7 @@ class SqliteStore:
         """Make us the holder; the one before, if it never released, is fenced."""
         fenced = _lock_info(row) if row is not None and (row["held"] or row["fenced"]) else None
         token = (row["token"] if row is not None else 0) + 1
-        lease = Lease(owner, op_id, token, _later(ttl_seconds), intent, fenced)
+        lease = Lease(owner, op_id, token, self._later(ttl_seconds), intent, fenced)
         db.execute(
             "INSERT OR REPLACE INTO lock (name, owner, op_id, token, acquired_at, expires_at,"
             " held, intent, beat, fenced) VALUES (?, ?, ?, ?, ?, ?, 1, ?, 0, 0)",
@@ -161,8 +159,11 @@ class SqliteStore:
         )
         return lease
 
+    def _later(self, seconds: float) -> str:
+        return iso(self.clock.now() + timedelta(seconds=seconds))
+
     def renew(self, lease: Lease, ttl_seconds: float) -> Lease:
-        renewed = replace(lease, expires_at=_later(ttl_seconds))
+        renewed = replace(lease, expires_at=self._later(ttl_seconds))
         with self._tx() as db:
             self._check_fence(db, lease)
             db.execute(

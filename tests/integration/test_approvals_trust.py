@@ -13,7 +13,6 @@ import json
 import sqlite3
 import subprocess
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import boto3
@@ -22,6 +21,7 @@ import pytest
 from killswitch.domain import Access, LedgerEntry, Posture
 from killswitch.state import open_store, parse_dynamodb_url
 from tests.conftest import MODELS, NON_US, US, Workspace, person
+from tests.support.clocks import AheadClock
 from tests.support.dynamodb_local import dynamodb_local_fixture  # noqa: F401
 
 REGIONS = US + NON_US
@@ -330,24 +330,6 @@ def test_declining_needs_a_reason_and_a_restore_awaiting_approval(plain: Workspa
     assert postures(plain) == {"open"}
 
 
-class LaterClock:
-    """The wall clock, ``hours`` ahead: what an approver sees that long after."""
-
-    def __init__(self, hours: float) -> None:
-        self.ahead = timedelta(hours=hours)
-
-    def monotonic(self) -> float:
-        import time
-
-        return time.monotonic()
-
-    def sleep(self, seconds: float) -> None:
-        raise AssertionError("nothing here should wait")
-
-    def now(self) -> datetime:
-        return datetime.now(UTC) + self.ahead
-
-
 def switch_at(ws: Workspace, name: str, hours: float, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
     """The engine as ``name`` runs it ``hours`` from now (their own credentials)."""
     from killswitch import identity
@@ -358,7 +340,7 @@ def switch_at(ws: Workspace, name: str, hours: float, monkeypatch: pytest.Monkey
         monkeypatch.setenv(variable, value)
     inv = load(ws.inventory)
     who = identity.resolve(inv, key=None, label=None)
-    return Switch(inv, open_store(inv.state_url), who, clock=LaterClock(hours))
+    return Switch(inv, open_store(inv.state_url), who, clock=AheadClock(hours * 3600))
 
 
 def test_an_unapproved_request_expires(plain: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:

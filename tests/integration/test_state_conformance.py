@@ -7,7 +7,6 @@ process (another operator's machine) looking at the same state.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from killswitch import audit
+from killswitch.clock import SYSTEM, Clock
 from killswitch.domain import (
     Access,
     Action,
@@ -30,6 +30,7 @@ from killswitch.errors import LeaseLost, LockHeld
 from killswitch.state import StateStore, open_store, parse_dynamodb_url
 from killswitch.state.base import Lease
 from killswitch.state.migrate import differences
+from tests.support.clocks import AheadClock
 from tests.support.dynamodb_local import DynamoDbLocal, dynamodb_local_fixture  # noqa: F401
 
 REVOKED = Access(Posture.REVOKED)
@@ -52,8 +53,8 @@ class Backend:
     url: str
     opened: list[StateStore]
 
-    def open(self) -> StateStore:
-        store = open_store(self.url)
+    def open(self, clock: Clock = SYSTEM) -> StateStore:
+        store = open_store(self.url, clock=clock)
         self.opened.append(store)
         return store
 
@@ -119,10 +120,9 @@ def test_released_lock_is_taken_with_a_higher_token(store: StateStore) -> None:
 def test_expired_lease_is_taken_over_and_every_write_of_the_stale_holder_is_refused(
     backend: Backend,
 ) -> None:
-    stalled, other = backend.open(), backend.open()
+    stalled, other = backend.open(), backend.open(AheadClock(60))  # a minute later
     stalled.create_op(an_op())
-    stale = stalled.acquire("alice", "op-1", ttl_seconds=0.3)
-    time.sleep(0.4)
+    stale = stalled.acquire("alice", "op-1", ttl_seconds=30)
 
     fresh = other.acquire("bob", "op-1", ttl_seconds=30)
 
@@ -146,9 +146,8 @@ def test_expired_lease_is_taken_over_and_every_write_of_the_stale_holder_is_refu
 
 
 def test_release_by_a_stale_holder_leaves_the_new_holder_alone(backend: Backend) -> None:
-    a, b = backend.open(), backend.open()
-    stale = a.acquire("alice", "op-1", ttl_seconds=0.3)
-    time.sleep(0.4)
+    a, b = backend.open(), backend.open(AheadClock(60))  # b acts a minute later
+    stale = a.acquire("alice", "op-1", ttl_seconds=30)
     fresh = b.acquire("bob", "op-2", ttl_seconds=30)
 
     a.release(stale)

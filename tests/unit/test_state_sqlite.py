@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -10,6 +9,7 @@ import pytest
 from killswitch.domain import Step, StepResult
 from killswitch.errors import LeaseLost, LockHeld
 from killswitch.state.sqlite import SqliteStore
+from tests.support.clocks import AheadClock
 
 
 @pytest.fixture
@@ -42,9 +42,9 @@ def test_released_lock_can_be_taken_with_a_higher_token(store: SqliteStore) -> N
 def test_expired_lease_is_taken_over_and_the_old_holder_is_fenced(
     tmp_path: Path, store: SqliteStore
 ) -> None:
-    stale = store.acquire("alice", "op-1", ttl_seconds=0.2)
-    time.sleep(0.3)
-    other = SqliteStore(tmp_path / "state.db")  # another process's view of the same file
+    stale = store.acquire("alice", "op-1", ttl_seconds=30)
+    # another process's view of the same file, a minute later
+    other = SqliteStore(tmp_path / "state.db", clock=AheadClock(60))
 
     fresh = other.acquire("bob", "op-2", ttl_seconds=30)
 
