@@ -30,6 +30,7 @@ import structlog
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
 
+from killswitch import aws_errors
 from killswitch.audit import GENESIS, event_hash
 from killswitch.clock import SYSTEM, Clock
 from killswitch.domain import (
@@ -79,14 +80,7 @@ log = structlog.get_logger("killswitch.state.dynamodb")
 LEASE_HISTORY_DAYS = 30
 MAX_TRANSACTION = 100  # DynamoDB's limit on actions in one TransactWriteItems
 # Errors that mean "the store is not there for us right now", not "our request was wrong".
-UNREACHABLE_CODES = frozenset(
-    {
-        *("AccessDeniedException", "ExpiredTokenException", "UnrecognizedClientException"),
-        *("InvalidSignatureException", "InternalServerError", "ServiceUnavailable"),
-        *("ThrottlingException", "ProvisionedThroughputExceededException"),
-        "RequestLimitExceeded",
-    }
-)
+UNREACHABLE_CODES = aws_errors.CREDENTIALS | aws_errors.THROTTLING | aws_errors.SERVER
 
 
 Values = dict[str, str | int | bool | None]

@@ -15,30 +15,10 @@ from botocore.exceptions import (
 )
 from botocore.parsers import ResponseParserError
 
+from killswitch import aws_errors
 from killswitch.errors import PermanentError, ProviderError, RetryableError
 
-RETRYABLE_CODES = frozenset(
-    {
-        "Throttling",
-        "ThrottlingException",
-        "ThrottledException",
-        "RequestLimitExceeded",
-        "RequestThrottled",
-        "RequestThrottledException",
-        "TooManyRequestsException",
-        "TooManyUpdates",
-        "SlowDown",
-        "InternalError",
-        "InternalFailure",
-        "InternalServerError",
-        "ServiceUnavailable",
-        "ServiceUnavailableException",
-        "RequestTimeout",
-        "RequestTimeoutException",
-        "PriorRequestNotComplete",
-        "ConcurrentModificationException",
-    }
-)
+RETRYABLE_CODES = aws_errors.RETRYABLE  # one table: killswitch/aws_errors.py
 
 NETWORK_ERRORS = (
     EndpointConnectionError,
