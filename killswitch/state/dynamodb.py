@@ -15,8 +15,6 @@ This is the one core module that imports boto3 and botocore.
 
 from __future__ import annotations
 
-import itertools
-import random
 import threading
 import time
 import uuid
@@ -29,6 +27,13 @@ import boto3
 import structlog
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
+from tenacity import (
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_random_exponential,
+)
 
 from killswitch import aws_errors
 from killswitch.audit import GENESIS, event_hash
@@ -417,41 +422,42 @@ class DynamoDbStore:
         self, actor: str, kind: str, op_id: str | None, payload: dict[str, object]
     ) -> AuditEvent:
         with self._audit_mutex:  # this process's writers queue here, not in DynamoDB
-            deadline = time.monotonic() + 60
-            for attempt in itertools.count():
-                seq, prev = self.audit_head()
-                at = utcnow()
-                digest = event_hash(prev, seq + 1, at, actor, kind, op_id, payload)
-                event = AuditEvent(seq + 1, at, actor, kind, op_id, payload, prev, digest)
-                move_head = {"TableName": self.table, "Key": HEAD_KEY}
-                move_head |= {
-                    "UpdateExpression": "SET seq = :new, #hash = :hash",
-                    "ConditionExpression": "attribute_not_exists(pk) OR seq = :old",
-                    "ExpressionAttributeNames": {"#hash": "hash"},
-                    "ExpressionAttributeValues": attrs(
-                        {":new": event.seq, ":hash": event.hash, ":old": seq}
-                    ),
-                }
-                put = {"TableName": self.table, "Item": event_item(event)}
-                put["ConditionExpression"] = "attribute_not_exists(pk)"
-                try:
-                    self._call(
-                        "transact_write_items",
-                        TransactItems=[{"Update": move_head}, {"Put": put}],
-                        ClientRequestToken=str(uuid.uuid4()),
-                    )
-                    return event
-                except ClientError as exc:
-                    # Another writer moved the head first (or is moving it): read it again.
-                    response: Any = exc.response
-                    codes = {r.get("Code") for r in response.get("CancellationReasons") or []}
-                    if not codes & {"ConditionalCheckFailed", "TransactionConflict"}:
-                        raise
-                    if time.monotonic() > deadline:
-                        reason = "the audit head stayed contended for 60s"
-                        raise StoreUnreachable(self._unreachable(reason)) from None
-                    _backoff(attempt)
-        raise AssertionError("unreachable")
+            try:
+                event: AuditEvent = self._contended(60, 10_000, _head_moved)(
+                    self._append, actor, kind, op_id, payload
+                )
+                return event
+            except ClientError as exc:
+                if not _head_moved(exc):
+                    raise
+                reason = "the audit head stayed contended for 60s"
+                raise StoreUnreachable(self._unreachable(reason)) from None
+
+    def _append(
+        self, actor: str, kind: str, op_id: str | None, payload: dict[str, object]
+    ) -> AuditEvent:
+        """One try: the event after the head as read now, put with the head's move."""
+        seq, prev = self.audit_head()
+        at = utcnow()
+        digest = event_hash(prev, seq + 1, at, actor, kind, op_id, payload)
+        event = AuditEvent(seq + 1, at, actor, kind, op_id, payload, prev, digest)
+        move_head = {"TableName": self.table, "Key": HEAD_KEY}
+        move_head |= {
+            "UpdateExpression": "SET seq = :new, #hash = :hash",
+            "ConditionExpression": "attribute_not_exists(pk) OR seq = :old",
+            "ExpressionAttributeNames": {"#hash": "hash"},
+            "ExpressionAttributeValues": attrs(
+                {":new": event.seq, ":hash": event.hash, ":old": seq}
+            ),
+        }
+        put = {"TableName": self.table, "Item": event_item(event)}
+        put["ConditionExpression"] = "attribute_not_exists(pk)"
+        self._call(
+            "transact_write_items",
+            TransactItems=[{"Update": move_head}, {"Put": put}],
+            ClientRequestToken=str(uuid.uuid4()),
+        )
+        return event
 
     def audit_events(self) -> list[AuditEvent]:
         return [to_event(i) for i in self._query("AUDIT", "EVENT#")]
@@ -487,14 +493,30 @@ class DynamoDbStore:
         )
 
     def _batch_put(self, items: list[Item]) -> None:
-        requests: list[Item] = [{"PutRequest": {"Item": i}} for i in items]
-        for attempt in range(50):
-            reply = self._call("batch_write_item", RequestItems={self.table: requests})
-            requests = reply.get("UnprocessedItems", {}).get(self.table, [])
-            if not requests:
-                return
-            _backoff(attempt)
-        raise StoreUnreachable(self._unreachable("batch writes stayed unprocessed"))
+        left: list[Item] = [{"PutRequest": {"Item": i}} for i in items]
+
+        def put_what_is_left() -> None:
+            nonlocal left
+            reply = self._call("batch_write_item", RequestItems={self.table: left})
+            left = reply.get("UnprocessedItems", {}).get(self.table, [])
+            if left:
+                raise _Unprocessed
+
+        try:
+            self._contended(60, 50, lambda exc: isinstance(exc, _Unprocessed))(put_what_is_left)
+        except _Unprocessed:
+            raise StoreUnreachable(self._unreachable("batch writes stayed unprocessed")) from None
+
+    @staticmethod
+    def _contended(seconds: float, attempts: int, when: Callable[[BaseException], bool]) -> Any:
+        """Retrying a write that lost a race with another writer of ours: full jitter,
+        5 ms growing to at most 250 ms, bounded in time and attempts (tenacity)."""
+        return Retrying(
+            retry=retry_if_exception(when),
+            stop=stop_after_delay(seconds) | stop_after_attempt(attempts),
+            wait=wait_random_exponential(multiplier=0.005, max=0.25),
+            reraise=True,
+        )
 
     def close(self) -> None:
         self._client.close()
@@ -574,30 +596,23 @@ class _FencedWriter:
                 p.done = True
 
     def _transact(self, lease: Lease, transaction: list[Item]) -> None:
-        deadline = time.monotonic() + 30
-        request = str(uuid.uuid4())  # a retried send of the same attempt is applied once
-        for attempt in range(1_000):
-            try:
-                self.store._call(
-                    "transact_write_items", TransactItems=transaction, ClientRequestToken=request
-                )
-                return
-            except ClientError as exc:
-                response: Any = exc.response
-                reasons: list[Item] = response.get("CancellationReasons") or []
-                if reasons and reasons[0].get("Code") == "ConditionalCheckFailed":
-                    raise _lost(lease, reasons[0].get("Item")) from None
-                codes = {r.get("Code") for r in reasons[1:]}
-                if "ConditionalCheckFailed" in codes:
-                    return  # the op item is missing: like an UPDATE that matched no row
-                conflict = "TransactionConflict" in codes or _error_code(exc) in (
-                    "TransactionConflictException",
-                    "TransactionInProgressException",
-                )
-                if not conflict or time.monotonic() > deadline:
-                    raise
-                _backoff(attempt)
-                request = str(uuid.uuid4())
+        self.store._contended(30, 1_000, _conflict)(self._transact_once, lease, transaction)
+
+    def _transact_once(self, lease: Lease, transaction: list[Item]) -> None:
+        # Each try is a new request: a retried send of the same try is applied once.
+        request = str(uuid.uuid4())
+        try:
+            self.store._call(
+                "transact_write_items", TransactItems=transaction, ClientRequestToken=request
+            )
+        except ClientError as exc:
+            response: Any = exc.response
+            reasons: list[Item] = response.get("CancellationReasons") or []
+            if reasons and reasons[0].get("Code") == "ConditionalCheckFailed":
+                raise _lost(lease, reasons[0].get("Item")) from None
+            if "ConditionalCheckFailed" in {r.get("Code") for r in reasons[1:]}:
+                return  # the op item is missing: like an UPDATE that matched no row
+            raise
 
 
 # -- helpers ------------------------------------------------------------------------
@@ -618,19 +633,37 @@ class _MonotonicStamp:
 
 def _retry_conflicts(call: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     """Retry a single-item write that collided with one of our transactions."""
-    for attempt in range(100):
-        try:
-            return call()
-        except ClientError as exc:
-            if _error_code(exc) != "TransactionConflictException" or attempt == 99:
-                raise
-            _backoff(attempt)
-    raise RuntimeError("unreachable")  # pragma: no cover
+    single = lambda exc: _code_of(exc) == "TransactionConflictException"  # noqa: E731
+    result: dict[str, Any] = DynamoDbStore._contended(30, 100, single)(call)
+    return result
 
 
-def _backoff(attempt: int) -> None:
-    """Full jitter, 5 ms growing to at most 250 ms."""
-    time.sleep(random.uniform(0, min(0.25, 0.005 * 2 ** min(attempt, 8))))
+class _Unprocessed(Exception):
+    """A batch write left items unprocessed (throttled): put them again."""
+
+
+def _code_of(exc: BaseException) -> str:
+    return _error_code(exc) if isinstance(exc, ClientError) else ""
+
+
+def _reasons(exc: BaseException) -> set[str]:
+    if not isinstance(exc, ClientError):
+        return set()
+    response: Any = exc.response
+    return {str(r.get("Code")) for r in response.get("CancellationReasons") or []}
+
+
+def _head_moved(exc: BaseException) -> bool:
+    """Another writer moved the audit head first (or is moving it): read it again."""
+    return bool(_reasons(exc) & {"ConditionalCheckFailed", "TransactionConflict"})
+
+
+def _conflict(exc: BaseException) -> bool:
+    """A fenced transaction collided with another of ours (never a lost lease)."""
+    return "TransactionConflict" in _reasons(exc) or _code_of(exc) in (
+        "TransactionConflictException",
+        "TransactionInProgressException",
+    )
 
 
 def _lost(lease: Lease, lock: Item | None) -> LeaseLost:
