@@ -58,7 +58,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         path_prefix=args.path_prefix,
         trusted_peers=args.trusted_peers,
     )
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    # proxy_headers off: the client address --trusted-peer checks is the TCP peer itself,
+    # never one a caller wrote into X-Forwarded-For.
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", proxy_headers=False)
     return 0
 
 

@@ -7,6 +7,7 @@ even when the source hangs; a request that finds the posture fresh never waits o
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -17,6 +18,7 @@ from killswitch.enforcer.decision import Decision, UnreadableFlag, decide
 from killswitch.enforcer.sources import Source, SourceUnavailable
 
 Clock = Callable[[], float]
+log = logging.getLogger("killswitch.enforcer")
 
 
 @dataclass(frozen=True)
@@ -117,6 +119,11 @@ class Enforcer:
             entry.failure = failure
             if failure is None:
                 entry.access, entry.why, entry.good_at = access, why, started
+        # Once per read, not per request: an alert for whoever runs the gateway.
+        if failure is not None:
+            log.warning("killswitch flag of %s: read failed: %s", model, failure)
+        elif access is None:
+            log.error("killswitch flag of %s: refusing the model: %s", model, why)
 
     def _bounded_read(self, model: str) -> tuple[Access | None, str | None, str]:
         """(access, failure, why): a read in its own thread, given up after read_timeout
