@@ -40,6 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--path-prefix", default="")
     serve.add_argument("--audience-header", default="x-killswitch-audience")
     serve.add_argument("--trusted-peer", action="append", dest="trusted_peers")
+    serve.add_argument("--require-model", action="store_true", help="refuse paths naming none")
     args = parser.parse_args(argv)
     try:
         source = source_from(args.source, args.endpoint_url)
@@ -57,6 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         audience_header=args.audience_header,
         path_prefix=args.path_prefix,
         trusted_peers=args.trusted_peers,
+        require_model=args.require_model,
     )
     # proxy_headers off: the client address --trusted-peer checks is the TCP peer itself,
     # never one a caller wrote into X-Forwarded-For.

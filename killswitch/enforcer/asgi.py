@@ -78,8 +78,10 @@ class Gate:
         model_of: ModelOf | None = None,
         audience_header: str = AUDIENCE_HEADER,
         trusted_peers: Iterable[str] | None = None,
+        require_model: bool = False,
     ) -> None:
         self.enforcer = enforcer
+        self.require_model = require_model
         self.model_of = model_of or path_model()
         self.audience_header = audience_header.lower().encode("latin-1")
         self.trusted_peers = None if trusted_peers is None else frozenset(trusted_peers)
@@ -99,7 +101,9 @@ class Gate:
     async def judge(self, scope: Scope) -> Verdict:
         model = self.model_of(scope)
         if model is None:
-            return Verdict(None, Decision(True, "names no model"))
+            # Allowed unless told otherwise: a health check is not the enforcer's business.
+            # A server that also answers paths the pattern misses (//v1/…) needs require_model.
+            return Verdict(None, Decision(not self.require_model, "names no model"))
         if not is_valid_name(model):
             return Verdict(model, Decision(False, "not a model name"))
         reading: Reading | None = self.enforcer.cached(model)
@@ -136,9 +140,10 @@ class KillswitchMiddleware:
         trusted_peers: Iterable[str] | None = None,
         deny_status: int = 403,
         on_decision: Callable[[Verdict], None] | None = None,
+        require_model: bool = False,
     ) -> None:
         self.app = app
-        self.gate = Gate(enforcer, model_of, audience_header, trusted_peers)
+        self.gate = Gate(enforcer, model_of, audience_header, trusted_peers, require_model)
         self.deny_status = deny_status
         self.on_decision = on_decision
 
@@ -147,7 +152,7 @@ class KillswitchMiddleware:
             await self.app(scope, receive, send)  # lifespan and the like
             return
         verdict = await self.gate.judge(scope)
-        if verdict.model is not None and self.on_decision is not None:
+        if self.on_decision is not None and (verdict.model is not None or not verdict.allowed):
             self.on_decision(verdict)
         if verdict.allowed:
             await self.app(scope, receive, send)
@@ -171,8 +176,9 @@ class ExtAuthzService:
         trusted_peers: Iterable[str] | None = None,
         deny_status: int = 403,
         on_decision: Callable[[Verdict], None] | None = None,
+        require_model: bool = False,
     ) -> None:
-        self.gate = Gate(enforcer, model_of, audience_header, trusted_peers)
+        self.gate = Gate(enforcer, model_of, audience_header, trusted_peers, require_model)
         self.path_prefix = path_prefix.rstrip("/")
         self.deny_status = deny_status
         self.on_decision = on_decision
@@ -190,7 +196,7 @@ class ExtAuthzService:
                 return
             path = path[len(self.path_prefix) :]
         verdict = await self.gate.judge({**scope, "path": path})
-        if verdict.model is not None and self.on_decision is not None:
+        if self.on_decision is not None and (verdict.model is not None or not verdict.allowed):
             self.on_decision(verdict)
         if verdict.allowed:
             await send_json(send, 200, b"{}")

@@ -25,6 +25,7 @@ from killswitch.enforcer import (
     KillswitchMiddleware,
     Source,
     SsmSource,
+    Verdict,
 )
 from tests.conftest import Workspace
 from tests.integration.test_kubernetes import (  # noqa: F401  (fixtures)
@@ -236,6 +237,31 @@ def test_forged_audience_header_does_not_pass_a_restricted_model(
         assert status == 403
     finally:
         direct.stop()
+
+
+def test_path_the_model_pattern_misses_is_refused_when_a_model_is_required(
+    ws: Workspace, clock: FakeClock
+) -> None:
+    assert ws.run("revoke", "-m", MODEL, "--reason", "jailbreak", "--yes").code == 0
+    enforcer = Enforcer(SsmSource("us-east-1", endpoint_url=ws.server), TTL, GRACE, clock)
+    seen: list[Verdict] = []
+    strict = KillswitchMiddleware(
+        model_server, enforcer, require_model=True, on_decision=seen.append
+    )
+    served = Served(strict).start()
+    try:
+        # A server that folds // into / would serve the revoked model on this path.
+        assert call(served.url, f"//v1/models/{MODEL}/generate") == (
+            403,
+            {"error": "model_unavailable", "model": None},
+        )
+        assert call(served.url, f"/v1/models/{MODEL}/generate") == (403, DENIED)
+    finally:
+        served.stop()
+    assert [(v.model, v.decision.reason) for v in seen] == [
+        (None, "names no model"),
+        (MODEL, "revoked"),
+    ]
 
 
 @pytest.mark.parametrize(
