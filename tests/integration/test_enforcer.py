@@ -17,7 +17,11 @@ from typing import Any
 
 import boto3
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from killswitch.contract import ApplyContext
+from killswitch.domain import Access, Posture
 from killswitch.enforcer import (
     DirectorySource,
     Enforcer,
@@ -26,7 +30,10 @@ from killswitch.enforcer import (
     Source,
     SsmSource,
     Verdict,
+    decide,
+    parse_document,
 )
+from providers.flag import flag_document
 from tests.conftest import Workspace
 from tests.integration.test_kubernetes import (  # noqa: F401  (fixtures)
     Cluster,
@@ -399,6 +406,30 @@ def test_ext_authz_server_from_the_command_line_reads_ssm(ws: Workspace) -> None
     finally:
         server.terminate()
         server.wait(10)
+
+
+# ---------------------------------------------------------------- the rule itself
+
+LABELS = st.sampled_from(["us-person", "eu-citizen", "staff", "partner-a"])
+ACCESS = st.one_of(
+    st.just(Access(Posture.OPEN)),
+    st.just(Access(Posture.REVOKED)),
+    st.builds(lambda a: Access(Posture.RESTRICTED, tuple(a)), st.sets(LABELS, max_size=3)),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(ACCESS, ACCESS, st.sets(LABELS, max_size=3), st.text(max_size=300))
+def test_gateway_lets_in_no_one_a_tighter_posture_keeps_out_and_reads_what_levers_write(
+    tighter: Access, looser: Access, audiences: set[str], reason: str
+) -> None:
+    # The one order of postures (DESIGN.md invariant 2) holds at the gateway too:
+    # whoever a posture lets in, every looser posture lets in.
+    if tighter.at_least_as_tight_as(looser) and decide(tighter, audiences).allowed:
+        assert decide(looser, audiences).allowed
+    # And the enforcer reads exactly what every flag lever writes.
+    ctx = ApplyContext("op-1", "alice@host", reason, None, "2026-11-30T00:00:00.000Z")
+    assert parse_document(MODEL, flag_document(MODEL, tighter, ctx)) == tighter
 
 
 # ---------------------------------------------------------------- the hot path
