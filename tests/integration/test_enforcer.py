@@ -54,6 +54,7 @@ from tests.support.servers import free_port
 
 MODEL = "mythos-5"
 TTL, GRACE = 5.0, 20.0
+READ_TIMEOUT = 10.0  # generous: a loaded CI machine must not turn a slow read into a test failure
 # Who the identity layer says each caller is (from their credential, not their headers).
 TOKENS = {"us-analyst": "us-person", "contractor": "", "eu-analyst": "eu-citizen"}
 DENIED = {"error": "model_unavailable", "model": MODEL}
@@ -76,7 +77,10 @@ def gateway(clock: FakeClock) -> Iterator[StartGateway]:
     started: list[Gateway] = []
 
     def start(
-        source: Source | None, name: str = "gw", ttl: float = TTL, read_timeout: float = 5.0
+        source: Source | None,
+        name: str = "gw",
+        ttl: float = TTL,
+        read_timeout: float = READ_TIMEOUT,
     ) -> Gateway:
         enforcer = None if source is None else Enforcer(source, ttl, GRACE, clock, read_timeout)
         found = Gateway(name, enforcer, TOKENS)
@@ -86,6 +90,10 @@ def gateway(clock: FakeClock) -> Iterator[StartGateway]:
     yield start
     for found in started:
         found.served.stop()
+
+
+def enforcer_for(source: Source, clock: FakeClock) -> Enforcer:
+    return Enforcer(source, TTL, GRACE, clock, READ_TIMEOUT)
 
 
 def ssm_gateway(start: StartGateway, endpoint: str, region: str = "us-east-1") -> Gateway:
@@ -199,17 +207,19 @@ def test_ttl_expiry_under_load_costs_ssm_one_read_not_one_per_request(
 def test_ssm_that_hangs_costs_a_request_at_most_the_read_timeout(
     ws: Workspace, proxy: FaultProxy, gateway: StartGateway, clock: FakeClock
 ) -> None:
-    gw = gateway(SsmSource("us-east-1", endpoint_url=proxy.url), read_timeout=0.2)
+    source = SsmSource("us-east-1", endpoint_url=proxy.url)
+    source.read(MODEL)  # boto3 loaded and its client made, so only the hang is timed
+    gw = gateway(source, read_timeout=0.5)
     assert gw.call(MODEL, "contractor")[0] == 200
     proxy.add(for_action("GetParameter"), fault="hold")  # answers nothing until teardown
     clock.advance(TTL)
 
-    assert gw.call(MODEL, "contractor")[0] == 200  # after 0.2 s: the last posture, in grace
+    assert gw.call(MODEL, "contractor")[0] == 200  # after 0.5 s: the last posture, in grace
     reading = gw.enforcer.reading(MODEL)  # type: ignore[union-attr]
     assert reading.stale and reading.access is not None
     clock.advance(GRACE + 0.1)
     assert gw.call(MODEL, "contractor") == (403, DENIED)
-    assert "read timed out after 0.2s" in gw.enforcer.reading(MODEL).why  # type: ignore[union-attr]
+    assert "read timed out after 0.5s" in gw.enforcer.reading(MODEL).why  # type: ignore[union-attr]
 
 
 def test_gateway_that_never_read_its_flag_refuses_until_it_can(
@@ -237,7 +247,7 @@ def test_forged_audience_header_does_not_pass_a_restricted_model(
 
     # Without an identity layer in the same process, the enforcer trusts the header only
     # from the identity proxy's address; a caller connecting straight in is nobody.
-    enforcer = Enforcer(SsmSource("us-east-1", endpoint_url=ws.server), TTL, GRACE, clock)
+    enforcer = enforcer_for(SsmSource("us-east-1", endpoint_url=ws.server), clock)
     direct = Served(KillswitchMiddleware(model_server, enforcer, trusted_peers=["10.0.0.7"]))
     try:
         status, _ = call(direct.start().url, f"/v1/models/{MODEL}/generate", headers=forged)
@@ -250,7 +260,7 @@ def test_path_the_model_pattern_misses_is_refused_when_a_model_is_required(
     ws: Workspace, clock: FakeClock
 ) -> None:
     assert ws.run("revoke", "-m", MODEL, "--reason", "jailbreak", "--yes").code == 0
-    enforcer = Enforcer(SsmSource("us-east-1", endpoint_url=ws.server), TTL, GRACE, clock)
+    enforcer = enforcer_for(SsmSource("us-east-1", endpoint_url=ws.server), clock)
     seen: list[Verdict] = []
     strict = KillswitchMiddleware(
         model_server, enforcer, require_model=True, on_decision=seen.append
@@ -291,7 +301,7 @@ def test_hand_edited_flag_that_no_gateway_can_trust_fails_closed(
 ) -> None:
     ssm = boto3.client("ssm", region_name="us-east-1", endpoint_url=ws.server)
     ssm.put_parameter(Name=f"/killswitch/models/{MODEL}", Value=value, Type="String")
-    enforcer = Enforcer(SsmSource("us-east-1", endpoint_url=ws.server), TTL, GRACE, clock)
+    enforcer = enforcer_for(SsmSource("us-east-1", endpoint_url=ws.server), clock)
 
     reading = enforcer.refresh(MODEL)
 
@@ -303,7 +313,7 @@ def test_hand_edited_flag_that_no_gateway_can_trust_fails_closed(
 def test_restricted_to_nobody_reads_as_revoked(tmp_path: Path, clock: FakeClock) -> None:
     flags = MountedConfigMap(tmp_path / "flags")
     flags.update({MODEL: _document("restricted", [])})
-    enforcer = Enforcer(DirectorySource(flags.directory), TTL, GRACE, clock)
+    enforcer = enforcer_for(DirectorySource(flags.directory), clock)
 
     decision = enforcer.check(MODEL, {"us-person"})
 
@@ -354,7 +364,7 @@ def test_jailbreak_revoke_reaches_callers_through_a_mounted_configmap(
 def test_configmap_volume_that_is_not_mounted_fails_closed_not_open(
     tmp_path: Path, clock: FakeClock
 ) -> None:
-    enforcer = Enforcer(DirectorySource(tmp_path / "never-mounted"), TTL, GRACE, clock)
+    enforcer = enforcer_for(DirectorySource(tmp_path / "never-mounted"), clock)
 
     reading = enforcer.reading(MODEL)
 
@@ -370,7 +380,7 @@ def test_envoy_ext_authz_check_allows_and_denies_like_the_middleware(
 ) -> None:
     restrict = ("restrict", "-m", MODEL, "-a", "us-person", "--reason", "export order")
     assert ws.run(*restrict, "--yes").code == 0
-    enforcer = Enforcer(SsmSource("us-east-1", endpoint_url=ws.server), TTL, GRACE, clock)
+    enforcer = enforcer_for(SsmSource("us-east-1", endpoint_url=ws.server), clock)
     authz = Served(ExtAuthzService(enforcer, path_prefix="/authz")).start()
     # What Envoy's http_service sends: the client's method, path_prefix + path, the
     # allowed headers (the identity layer's audience among them), and no body.
