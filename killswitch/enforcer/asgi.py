@@ -113,7 +113,7 @@ class Gate:
 
 
 def denial_body(model: str | None) -> bytes:
-    """What a refused caller reads: which model, never why (the reason goes to logs)."""
+    """What a refused caller reads: which model, never why (the reason goes to on_decision)."""
     return json.dumps({"error": "model_unavailable", "model": model}).encode()
 
 
