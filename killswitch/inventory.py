@@ -6,7 +6,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -24,6 +24,9 @@ from killswitch import registry, yamlsrc
 from killswitch.contract import Provider
 from killswitch.domain import is_valid_name
 from killswitch.errors import InventoryError
+
+if TYPE_CHECKING:
+    from killswitch.state import StateUrl
 
 DEFAULT_PATH = "killswitch.yaml"
 ENV_VAR = "KILLSWITCH_INVENTORY"
@@ -228,6 +231,7 @@ class Inventory:
     spec: InventorySpec
     provider_configs: dict[str, Any]
     _providers: dict[str, Provider] = field(default_factory=dict)
+    _state: StateUrl | None = None
 
     @property
     def models(self) -> list[str]:
@@ -238,13 +242,18 @@ class Inventory:
         return list(self.spec.providers)
 
     @property
+    def state(self) -> StateUrl:
+        """The state URL, parsed once; a relative sqlite path is relative to the
+        inventory's folder."""
+        if self._state is None:
+            from killswitch.state import parse_state_url
+
+            self._state = parse_state_url(self.spec.state, self.path.parent)
+        return self._state
+
+    @property
     def state_url(self) -> str:
-        """The state URL; a relative sqlite path is relative to the inventory's folder."""
-        url = self.spec.state
-        prefix = "sqlite:///"
-        if url.startswith(prefix) and not url.startswith(prefix + "/"):
-            return prefix + str((self.path.parent / url[len(prefix) :]).resolve())
-        return url
+        return str(self.state)
 
     def provider(self, name: str) -> Provider:
         if name not in self._providers:
@@ -304,10 +313,10 @@ def load(path: Path) -> Inventory:
         provider_configs[name] = config
     problems += _check_scopes(spec, at)
     inventory = Inventory(path=path, spec=spec, provider_configs=provider_configs)
-    if inventory.state_url.startswith("sqlite:///"):
-        from killswitch.state import SQLITE_PREFIX, sqlite_file_problem
+    from killswitch.state import SqliteUrl, sqlite_file_problem
 
-        problem = sqlite_file_problem(Path(inventory.state_url[len(SQLITE_PREFIX) :]))
+    if isinstance(inventory.state, SqliteUrl):
+        problem = sqlite_file_problem(inventory.state.path)
         if problem is not None:
             problems.append(at(("state",), problem))
     if problems:

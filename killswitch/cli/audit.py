@@ -32,7 +32,7 @@ def audit_list(session: Session, /, limit: int) -> int:
     from killswitch import render
     from killswitch.state import open_store
 
-    events = open_store(session.load().state_url).audit_events()[-limit:]
+    events = open_store(session.load().state).audit_events()[-limit:]
     if session.output == "json":
         render.emit_json({"events": [render.audit_json(e) for e in events]})
     else:
@@ -62,7 +62,7 @@ def audit_verify(session: Session, /, anchor_url: str | None) -> int:
 
     inventory = session.load()
     sink = _anchor_sink(anchor_url)  # a bad URL is refused before the store is opened
-    store = open_store(inventory.state_url)
+    store = open_store(inventory.state)
     events, problems = replay.verify_state(store, Rules.of(inventory))
     notes: list[str] = []
     if sink is not None:
@@ -137,7 +137,7 @@ def audit_anchor(session: Session, /, to_url: str | None) -> int:
         )
     sink = anchor.parse_anchor_url(url, base=None if to_url else inventory.path.parent)
     signer = Signer.from_option(session.key)
-    store = open_store(inventory.state_url)
+    store = open_store(inventory.state)
     problems = chain.verify(store.audit_events(), store.audit_head())
     if problems:
         click.echo("audit chain BROKEN; not anchored (`killswitch audit verify`):", err=True)
@@ -173,7 +173,7 @@ def audit_export(session: Session, /, output_file: str) -> int:
     from killswitch.anchor import export_line
     from killswitch.state import open_store
 
-    events = open_store(session.load().state_url).audit_events()
+    events = open_store(session.load().state).audit_events()
     try:
         with click.open_file(output_file, "w", encoding="utf-8", atomic=output_file != "-") as f:
             f.writelines(export_line(event) + "\n" for event in events)

@@ -220,7 +220,7 @@ def engine_for(
 
         actor = Identity(os_principal(), "os")
     spool_dir = default_spool_dir(inventory.path) if break_glass else None
-    store = open_store(inventory.state_url, spool_dir=spool_dir)
+    store = open_store(inventory.state, spool_dir=spool_dir)
     warning = break_glass_warning(store)
     if warning:
         from killswitch.text import printable

@@ -34,18 +34,13 @@ def _emit(session: Session, data: dict[str, Any], lines: list[str]) -> None:
 
 
 def _resolve(url: str, base: Path) -> str:
-    """A relative sqlite path is relative to ``base`` (the inventory's folder)."""
-    prefix = "sqlite:///"
-    if url.startswith(prefix) and not url.startswith(prefix + "/") and url != prefix:
-        return prefix + str((base / url[len(prefix) :]).resolve())
-    if url.startswith("dynamodb://"):
-        from killswitch.state import parse_dynamodb_url
+    """The URL as a store names it; a relative sqlite path is relative to ``base``."""
+    from killswitch.state import parse_state_url
 
-        try:
-            return str(parse_dynamodb_url(url))
-        except ValueError as exc:
-            raise UsageError(str(exc)) from None
-    return url
+    try:
+        return str(parse_state_url(url, base))
+    except ValueError as exc:
+        raise UsageError(f"state: {exc}") from None
 
 
 # -- state ------------------------------------------------------------------------------

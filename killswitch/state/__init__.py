@@ -23,6 +23,7 @@ __all__ = [
     "break_glass_warning",
     "open_store",
     "parse_dynamodb_url",
+    "parse_state_url",
 ]
 
 SUPPORTED = (
@@ -50,6 +51,31 @@ class DynamoDbUrl:
         if self.connect_timeout != 2.0:
             url += f"&connect_timeout={self.connect_timeout:g}"
         return url
+
+
+@dataclass(frozen=True)
+class SqliteUrl:
+    """``sqlite:///PATH``, its path already resolved."""
+
+    path: Path
+
+    def __str__(self) -> str:
+        return SQLITE_PREFIX + str(self.path)
+
+
+StateUrl = SqliteUrl | DynamoDbUrl
+
+
+def parse_state_url(url: str, base: Path) -> StateUrl:
+    """The state URL, parsed once; a relative sqlite path is relative to ``base`` (the
+    inventory's folder). ValueError with one sentence on what is wrong."""
+    if url.startswith(SQLITE_PREFIX):
+        path = Path(check_sqlite_url(url))
+        return SqliteUrl((path if path.is_absolute() else base / path).resolve())
+    if url.startswith("dynamodb://"):
+        return parse_dynamodb_url(url)
+    scheme = url.split(":", 1)[0]
+    raise ValueError(f"unsupported state URL scheme {scheme!r}; {SUPPORTED}")
 
 
 SQLITE_PREFIX = "sqlite:///"
@@ -127,42 +153,36 @@ def parse_dynamodb_url(url: str) -> DynamoDbUrl:
     return DynamoDbUrl(parts.netloc, region, endpoint or None, timeout)
 
 
-def open_store(url: str, *, spool_dir: Path | None = None, clock: Clock = SYSTEM) -> StateStore:
+def open_store(
+    url: str | StateUrl, *, spool_dir: Path | None = None, clock: Clock = SYSTEM
+) -> StateStore:
     """The store behind ``url`` (``sqlite:///path`` or ``dynamodb://table?region=…``).
 
     A shared store that does not answer within its connect timeout raises
     StoreUnreachable; with ``spool_dir`` (revoke and restrict only) it yields a
     break-glass SpoolStore instead, so an outage of the state never blocks a revoke."""
-    if url.startswith(SQLITE_PREFIX):
+    if isinstance(url, str):
+        try:
+            url = parse_state_url(url, Path.cwd())
+        except ValueError as exc:
+            raise UsageError(f"state: {exc}") from None
+    if isinstance(url, SqliteUrl):
         from killswitch.state.sqlite import SqliteStore
 
-        try:
-            path = Path(check_sqlite_url(url))
-        except ValueError as exc:
-            raise UsageError(f"state: {exc}") from None
-        problem = sqlite_file_problem(path)
+        problem = sqlite_file_problem(url.path)
         if problem is not None:
             raise UsageError(f"state: {problem}")
-        return SqliteStore(path, clock=clock)
-    if url.startswith("dynamodb://"):
-        try:
-            parsed = parse_dynamodb_url(url)
-        except ValueError as exc:
-            raise UsageError(f"state: {exc}") from None
-        from killswitch.state.dynamodb import DynamoDbStore
+        return SqliteStore(url.path, clock=clock)
+    from killswitch.state.dynamodb import DynamoDbStore
 
-        try:
-            return DynamoDbStore.connect(parsed, clock=clock)
-        except StoreUnreachable as exc:
-            if spool_dir is None:
-                raise
-            from killswitch.state.spool import SpoolStore
+    try:
+        return DynamoDbStore.connect(url, clock=clock)
+    except StoreUnreachable as exc:
+        if spool_dir is None:
+            raise
+        from killswitch.state.spool import SpoolStore
 
-            return SpoolStore.open(spool_dir, str(parsed), reason=str(exc))
-    scheme = url.split(":", 1)[0]
-    raise UsageError(
-        f"state: unsupported state URL scheme {scheme!r} (supported: sqlite, dynamodb)"
-    )
+        return SpoolStore.open(spool_dir, str(url), reason=str(exc))
 
 
 def break_glass_warning(store: StateStore) -> str | None:
