@@ -231,9 +231,11 @@ class StepResult(StrEnum):
     SKIPPED = "skipped"  # already in the desired posture (read under the lease); no write
     KEPT = "kept"  # already tighter than asked (read under the lease); kept, no write
     REFUSED = "refused"  # the lever cannot take this posture safely (unsupported, preflight)
+    EFFECTIVE = "effective"  # the probes' callers are served or refused as it says
+    NOT_EFFECTIVE = "not-effective"  # read back, but a probe still answers otherwise
 
 
-DONE = frozenset({StepResult.VERIFIED, StepResult.SKIPPED, StepResult.KEPT})
+DONE = frozenset({StepResult.VERIFIED, StepResult.SKIPPED, StepResult.KEPT, StepResult.EFFECTIVE})
 
 
 @dataclass(frozen=True)

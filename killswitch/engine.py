@@ -17,6 +17,7 @@ from killswitch import approvals, drift, fleet, planner, replay, signing, text
 from killswitch.clock import SYSTEM, Clock
 from killswitch.contract import CallBound, Discovery
 from killswitch.domain import (
+    OPEN,
     Access,
     Action,
     ChangeKind,
@@ -172,6 +173,28 @@ class Switch:
                     continue
                 rows += drift.unmanaged([(t, o) for t, o in found if t.model in models])
         return Report(None, drift.status(rows), tuple(rows))
+
+    def prove(self, selector: Selector) -> Report:
+        """Probe the selected targets against the ledger's posture (open where the ledger
+        has none) until each is effective or the deadline passes: ``verify --effect``."""
+        prober = self.executor.prober
+        if prober is None:
+            raise UsageError("the inventory names no probes (docs/probes.md)")
+        targets = [t for t in resolve(self.inventory, selector) if prober.covers(t)]
+        if not targets:
+            raise UsageError(f"no probe covers the targets of {selector.describe()}")
+        ledger = self.store.ledger()
+        goals = [(t, e.desired if (e := ledger.get(t.id)) else OPEN) for t in targets]
+        with self._clock():
+            assert self.fleet.deadline is not None
+            effects = prober.until(goals, written_at={}, deadline=self.fleet.deadline)
+        rows = tuple(
+            TargetReport(t, desired, None, effects[t.id].result, effects[t.id].detail)
+            for t, desired in goals
+        )
+        ok = all(effects[t.id].effective for t in targets)
+        message = "" if ok else "some targets are not effective: their probes answer otherwise"
+        return Report(None, Outcome.OK if ok else Outcome.PARTIAL, rows, message)
 
     def check_drift(self, selector: Selector, *, fix: bool, fix_open: bool) -> DriftCheck:
         """Drift, healed on request: re-close what is more open than the ledger says (and,

@@ -35,6 +35,7 @@ from killswitch.domain import (
 from killswitch.errors import KillswitchError, LeaseLost
 from killswitch.fleet import Fleet
 from killswitch.lease import Heartbeat, LockRules, Waiting, take
+from killswitch.probes import Prober
 from killswitch.state import Lease, StateStore
 
 log = structlog.get_logger("killswitch.executor")
@@ -79,6 +80,9 @@ class Executor:
         self.inflight_seconds = inflight_seconds
         self.clock = clock
         self.on_wait = on_wait
+        # Proof by effect (killswitch/probes.py), when the inventory names probes.
+        self.prober = Prober(fleet.inventory, clock=clock) if fleet.inventory.spec.probes else None
+        self._written: dict[str, float] = {}  # target → when its write was read back
 
     # -- the lock ---------------------------------------------------------------
     @contextmanager
@@ -152,11 +156,35 @@ class Executor:
                 self._record(op, change, SETTLED[change.kind], held, observed=change.observed)
             elif change.kind is ChangeKind.UNSUPPORTED:
                 self._record(op, change, StepResult.REFUSED, held, error=change.error)
+        self._written.clear()
         for wave in self._waves(op.action, [_unknown_as_change(c) for c in work]):
             self._apply_wave(op, wave, held, deadline)
         if op.action.tightens and self.must_settle(held):
             self._settle(op, plan, held, deadline)
+        if self.prober is not None:
+            self._prove(op, plan, held, deadline)
         return self._finish(op, held)
+
+    def _prove(self, op: Operation, plan: Plan, held: Held, deadline: float) -> None:
+        """Probe every target that holds its posture now until the serving path agrees
+        (killswitch/probes.py): effective, with the seconds from its write, or not."""
+        assert self.prober is not None
+        steps = self.store.steps(op.id)
+        goals, changes = [], {}
+        for change in plan.changes:
+            step = steps.get(change.target.id)
+            if step is None or step.result not in DONE or not self.prober.covers(change.target):
+                continue
+            goals.append((change.target, step.observed or change.desired))
+            changes[change.target.id] = change
+        effects = self.prober.until(goals, written_at=self._written, deadline=deadline)
+        for target_id, effect in effects.items():
+            result = StepResult.EFFECTIVE if effect.effective else StepResult.NOT_EFFECTIVE
+            held.beat.check()
+            observed = steps[target_id].observed
+            self._record(
+                op, changes[target_id], result, held, error=effect.detail, observed=observed
+            )
 
     def must_settle(self, held: Held) -> bool:
         """Whether the holder we fenced out may still land a write looser than ours: any
@@ -315,6 +343,8 @@ class Executor:
         """Journal one step (fenced by our lease) and tell the listener."""
         desired = change.desired if change.desired != op.desired else None
         step = Step(op.id, change.target.id, result, error, utcnow(), observed, desired)
+        if result is StepResult.VERIFIED:
+            self._written[change.target.id] = self.clock.monotonic()
         self.store.record_step(step, held.lease)
         self.on_step(change.target, step)
         return step

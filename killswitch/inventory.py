@@ -144,6 +144,42 @@ class PolicySpec(_Strict):
     deadline_seconds: StrictFloat = Field(default=900.0, gt=0, le=86400)
 
 
+class CallerSpec(_Strict):
+    """One kind of caller a probe acts as: who it is to the gateway (its audiences), and
+    where its credential comes from (an environment variable holding a bearer token;
+    none: an anonymous caller). The token is a secret: it is never printed."""
+
+    audience: list[str] = Field(default_factory=list, max_length=16)
+    token_env: str | None = Field(default=None, pattern=r"^[A-Z_][A-Z0-9_]{0,127}$")
+
+
+class ProbeSpec(_Strict):
+    """A serving endpoint that proves a posture by its effect: after an op is applied and
+    read back, each caller kind asks it for the model and must be served or refused as
+    the posture says (docs/probes.md). Read-only requests, only to this URL."""
+
+    url: str = Field(min_length=8, max_length=2048)  # {model} stands for the model's name
+    method: Literal["GET", "HEAD", "POST"] = "GET"
+    # Which targets' effect it proves: the selector words, as in a scope.
+    targets: ScopeSpec = Field(default_factory=ScopeSpec)
+    callers: dict[str, CallerSpec] = Field(min_length=1, max_length=16)
+    refused: list[StrictInt] = Field(default_factory=lambda: [401, 403, 451], min_length=1)
+    timeout_seconds: StrictFloat = Field(default=2.0, gt=0, le=60)
+    every_seconds: StrictFloat = Field(default=0.5, gt=0, le=60)  # between two tries
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, value: str) -> str:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(value.replace("{model}", "model"))
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("a probe url is http(s)://HOST[:PORT]/path, {model} for the model")
+        if parts.username or parts.password:
+            raise ValueError("no credentials in a probe url: give a caller a token_env")
+        return value
+
+
 NotifyEvent = Literal["drift", "op"]
 NOTIFY_EVENTS: tuple[NotifyEvent, ...] = ("drift", "op")
 
@@ -187,6 +223,7 @@ class InventorySpec(_Strict):
     scopes: dict[str, ScopeSpec] = Field(default_factory=dict)
     policy: PolicySpec = Field(default_factory=PolicySpec)
     notify: NotifySpec | None = None
+    probes: dict[str, ProbeSpec] = Field(default_factory=dict, max_length=256)
 
     @field_validator("version")
     @classmethod

@@ -198,3 +198,21 @@ def status(session: Session, /, **picks: Any) -> int:
     """Observed posture of every selected target (all, by default)."""
     switch = engine_for(session, acts=False)
     return finish(session, switch.status(make_selector(**picks)), "status")
+
+
+@cli.command()
+@click.option(
+    "--effect",
+    is_flag=True,
+    required=True,
+    help="Probe the serving path (the inventory's probes) instead of reading the levers.",
+)
+@selector_options
+@session_options
+@lock_options
+@click.pass_obj
+def verify(session: Session, /, effect: bool, **picks: Any) -> int:
+    """Prove the ledger's postures by their effect: each probe's callers are served or
+    refused as the posture says. Exit 0 effective everywhere · 3 not effective somewhere."""
+    switch = engine_for(session, acts=False)
+    return finish(session, switch.prove(make_selector(**picks)), "verify --effect")
