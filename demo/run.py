@@ -47,9 +47,45 @@ ENV = {
     "AWS_EC2_METADATA_DISABLED": "true",
     "KILLSWITCH_INVENTORY": str(WORK / "killswitch.yaml"),
     "ACME_KILLSWITCH_SECRET": "demo-only-shared-secret",  # the partner's HMAC key
+    # The probes' callers: bearer tokens the gateways' identity layer knows.
+    "DEMO_US_TOKEN": "us-analyst",
+    "DEMO_CONTRACTOR_TOKEN": "contractor",
 }
+GATEWAY_REGIONS = ["us-east-1", "eu-west-1"]  # serving gateways with the reference enforcer
+TOKENS = {"us-analyst": "us-person", "contractor": ""}
 FLEET_REGIONS = ["us-east-1", "eu-west-1"]
 BOLD, DIM, RESET = ("\033[1m", "\033[2m", "\033[0m") if sys.stdout.isatty() else ("", "", "")
+
+
+def probes(gateways: dict[str, str]) -> str:
+    """One probe per gateway: an anonymous caller, a contractor and a US person."""
+    lines = ["probes:"]
+    for region, url in gateways.items():
+        lines += [
+            f"  gw-{region}:",
+            f"    url: {url}/v1/models/{{model}}/generate",
+            "    method: POST",
+            f"    targets: {{targets: ['aws:aws-prod/{region}/ssm-flag/*']}}",  # the flags it reads
+            "    every_seconds: 0.2",
+            "    callers:",
+            "      anonymous: {}",
+            "      contractor: {token_env: DEMO_CONTRACTOR_TOKEN}",
+            "      us-person: {audience: [us-person], token_env: DEMO_US_TOKEN}",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def start_gateways(endpoint: str) -> tuple[dict[str, str], list[Any]]:
+    """A serving gateway per region: the reference enforcer reading that region's flags
+    (cached for a second), in front of a stand-in model server."""
+    from killswitch.enforcer import Enforcer, SsmSource
+    from tests.support.gateway import Gateway
+
+    started = [
+        Gateway(region, Enforcer(SsmSource(region, endpoint_url=endpoint), ttl=1.0), TOKENS)
+        for region in GATEWAY_REGIONS
+    ]
+    return {g.name: g.url for g in started}, started
 
 
 def inventory(endpoint: str, partner_url: str, kubeconfig: Path, state: str) -> str:
@@ -220,7 +256,10 @@ def main() -> None:
             state = f"dynamodb://killswitch-demo?region=us-east-1&endpoint_url={ddb.url}"
         elif STATE != "sqlite":
             raise SystemExit(f"demo: STATE is sqlite or dynamodb, not {STATE!r}")
-        (WORK / "killswitch.yaml").write_text(inventory(server.url, partner.url, kubeconfig, state))
+        urls, gateways = start_gateways(server.url)
+        (WORK / "killswitch.yaml").write_text(
+            inventory(server.url, partner.url, kubeconfig, state) + probes(urls)
+        )
         make_keys(WORK / "keys", ["alice", "bob"])
         listeners = {region: make_alb(server.url, region, MODELS) for region in FLEET_REGIONS}
         import boto3
@@ -244,6 +283,8 @@ def main() -> None:
         killswitch(f"runbook show {lockdown}", expect=0)
         killswitch(f"--actor alice runbook run {lockdown} --var ticket=INC-2041 --yes", expect=0)
         killswitch("status", expect=0)
+        say("Proof by effect: gateways refuse all outside the US, serve only US persons in it")
+        killswitch("verify --effect --model all", expect=0)
         show_iam_policy(server.url, "mythos-5")
         show_fleet(server.url, listeners, partner, kube)
 
@@ -272,12 +313,16 @@ def main() -> None:
         killswitch(f"ops show {op}", expect=0)
         killswitch("status", expect=0)
         show_fleet(server.url, listeners, partner, kube)
+        say("Proof by effect after the restore: every caller is served again")
+        killswitch("verify --effect --model all", expect=0)
 
         say("The record: every op and the hash-chained audit log")
         killswitch("ops list", expect=0)
         killswitch("audit verify --anchor file:anchor/checkpoints.jsonl", expect=0)
         killswitch("lock status", expect=0)
     finally:
+        for gateway in locals().get("gateways", []):
+            gateway.served.stop()
         if ddb is not None:
             ddb.stop()
         kube.stop()

@@ -37,12 +37,16 @@ GLYPHS = {
     "in-sync": "=",
     "kept": "=",
     "refused": "!",
+    "effective": "✓",
+    "not-effective": "✗",
 }
 STYLES = {
     "change": "yellow",
     "unsupported": "red",
     "unreadable": "red",
     "verified": "green",
+    "effective": "green",
+    "not-effective": "bold red",
     "refused": "bold red",
     "failed": "bold red",
     "drift": "bold red",
@@ -120,7 +124,8 @@ def report_table(report: Report, title: str, stream: IO[str] | None = None) -> N
     table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
     for column in ("", "model", "provider", "region", "mechanism", "observed", "desired", "result"):
         table.add_column(column)
-    errors = []
+    errors: list[str] = []
+    effects: list[str] = []
     for row in report.rows:
         style = STYLES.get(row.result, "")
         observed = _access(row.observed)
@@ -135,8 +140,13 @@ def report_table(report: Report, title: str, stream: IO[str] | None = None) -> N
             f"[{style}]{row.result}[/]" if style else row.result,
         )
         if row.error:
-            errors.append(f"  {row.target.id}: {printable(row.error)}")
+            line = f"  {row.target.id}: {printable(row.error)}"
+            (effects if row.result == "effective" else errors).append(line)
     console.print(table)
+    if effects:
+        console.print("time to effect (probes):", style="green")
+        for line in effects:
+            console.print(line, markup=False)
     if errors:
         console.print("errors:", style="red")
         for line in errors:
