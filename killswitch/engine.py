@@ -366,7 +366,7 @@ class Switch:
             return self._plan_report(plan, existing.id, Outcome.ALREADY_DONE)
         if not work:
             return self._plan_report(plan, None, Outcome.NOTHING_TO_DO)
-        self._careful()
+        self._careful(approving=False)
         confirm(plan)
         op = self._record_op(op_id, plan, selector, reason, ticket, OpStatus.AWAITING_APPROVAL)
         have = approvals.record(self.store, self._tally(op), self.identity, as_requester=True)
@@ -374,16 +374,17 @@ class Switch:
             return self._awaiting(self._tally(op))
         return self.resume(op.id)
 
-    def _careful(self) -> None:
+    def _careful(self, *, approving: bool = True) -> None:
         """Restore, approve and decline act only as a vouched-for person: no fallback
-        identity, and a key when policy.restore.signed is on."""
+        identity, and a key when policy.restore.signed is on. Approving or declining
+        also needs one of policy.restore.approvers (when it names any); anyone may ask."""
         who = self.identity.vouched()
         if self.rules.signed and who.signer is None:
             raise IdentityError(
                 "policy.restore.signed is on: restore, approve and decline need your SSH "
                 "key (--key PATH, or $KILLSWITCH_SIGNING_KEY; a .pub served by ssh-agent)"
             )
-        if self.rules.approvers and who.principal not in self.rules.approvers:
+        if approving and self.rules.approvers and who.principal not in self.rules.approvers:
             raise UsageError(
                 f"{who.principal} is not one of policy.restore.approvers, so their approval "
                 "or decline would count for nothing"

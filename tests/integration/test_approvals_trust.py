@@ -426,3 +426,20 @@ def tamper_ledger(ws: Workspace, target_id: str, op_id: str) -> None:
     parsed = parse_dynamodb_url(url)
     client = boto3.client("dynamodb", region_name="us-east-1", endpoint_url=parsed.endpoint_url)
     client.put_item(TableName=parsed.table, Item=ledger_item(entry, 0))
+
+
+def test_only_the_named_approvers_count_though_anyone_may_ask(ws: Workspace) -> None:
+    inventory(ws, "sqlite:///./.killswitch/state.db", approvers=[person("bob"), person("carol")])
+    op = revoked_then_requested(ws)  # alice asks: her own approval does not count
+
+    stranger = ws.run("approve", op, "--yes", actor="dave")
+    first = ws.run("approve", op, "--yes", actor="bob")
+    second = ws.run("approve", op, "--yes", actor="carol")
+
+    assert stranger.code == 64 and "policy.restore.approvers" in stranger.stderr
+    assert first.code == 5, first.stderr  # alice's ask plus bob: one approver so far
+    assert second.code == 0, second.stderr
+    assert postures(ws) == {"open"}
+    shown = ws.run("ops", "show", op, "-o", "json").json()
+    assert shown["approvals"] == [person("bob"), person("carol")]
+    assert any("not by one of policy.restore.approvers" in n for n in shown["not_counted"])
