@@ -33,6 +33,10 @@ MECHANISMS: dict[str, str] = {
     "elb-rule": "providers.aws.elb_rule:ElbRule",
 }
 GLOBAL = "global"  # the region key of global services (IAM)
+GLOBAL_SERVICES = frozenset({"iam", "organizations"})  # one endpoint, in us-east-1
+# Levers whose one write acts account-wide: they also control the `unlisted` target,
+# every region the inventory does not list (and regions AWS adds later).
+ACCOUNT_WIDE = frozenset({"iam-deny"})
 THROTTLE_HINTS = ("Throttl", "Rate exceeded", "TooManyRequests", "RequestLimitExceeded", "SlowDown")
 
 
@@ -70,11 +74,15 @@ class AwsProvider:
         return [a.id for a in self.config.accounts] or [""]
 
     def targets(self) -> list[Target]:
+        from providers.aws.bedrock_access import UNLISTED
+
+        regions = [*self.regions(), UNLISTED]
         return [
             Target(self.type, self.name, region, mechanism, model, account)
             for account in self.accounts()
-            for region in self.regions()
+            for region in regions
             for mechanism in self.config.mechanisms
+            if region != UNLISTED or mechanism in ACCOUNT_WIDE
             for model in self.models
         ]
 
@@ -164,16 +172,19 @@ class AwsProvider:
     ) -> T:
         """``fn(client)`` within the service-region rate limit, errors classified.
 
-        Global services (IAM) use us-east-1 and one bucket per account.
+        Global services (IAM, Organizations) and the `unlisted` target use us-east-1;
+        global services have one bucket per account.
         """
+        from providers.aws.bedrock_access import UNLISTED
         from providers.aws.errors import aws_call
         from providers.aws.session import fenced, session_name
 
-        region = "us-east-1" if service == "iam" else target.region
+        account_wide = service in GLOBAL_SERVICES or target.region == UNLISTED
+        region = "us-east-1" if account_wide else target.region
         name = session_name(ctx.actor if ctx else None, ctx.op_id if ctx else None)
         client = self.clients.client(service, region, self.role_arn(target.account), name)
         bucket = self.limits.bucket(
-            target.account, service, GLOBAL if service == "iam" else region, kind
+            target.account, service, GLOBAL if service in GLOBAL_SERVICES else region, kind
         )
         bucket.acquire()
         fence = ctx.fence if kind == "write" and ctx else _unfenced

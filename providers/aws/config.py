@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from pydantic import (
@@ -20,6 +20,7 @@ from pydantic import (
 
 from killswitch.contract import Problem
 from killswitch.domain import did_you_mean, is_valid_name
+from providers.aws.bedrock_access import ModelPaths
 from providers.aws.ratelimit import DEFAULTS
 
 ACCOUNT_ID = re.compile(r"^\d{12}$")
@@ -32,6 +33,11 @@ LISTENER_ARN = re.compile(
 BEDROCK_ID = re.compile(r"^[a-z0-9-]+\.[A-Za-z0-9._:-]{1,200}$")
 ROUTE_PATH = re.compile(r"^/[A-Za-z0-9._~/*?-]{0,127}$")
 HEADER_NAME = re.compile(r"^[A-Za-z0-9-]{1,40}$")
+RESOURCE_ID = re.compile(r"^[a-z0-9]{1,64}$")
+# Per model: the deny policy must stay within IAM's 6,144 characters for every region
+# and 16 audiences (tests/unit/test_aws_deny_document.py).
+MAX_IDS = 4
+MAX_BUILT_ON = 2
 
 # The service each lever talks to: `regions: all` means every region where all of them exist.
 SERVICES = {"ssm-flag": "ssm", "iam-deny": "bedrock", "elb-rule": "elbv2"}
@@ -61,10 +67,12 @@ class AccountSpec(_Strict):
 class IamSpec(_Strict):
     roles: list[str] = Field(default_factory=list)
     groups: list[str] = Field(default_factory=list)
+    # Service roles of Bedrock agents that use the model: an agent invokes it as its role.
+    agent_roles: list[str] = Field(default_factory=list)
     policy_name: str = "killswitch-deny-{model}"
     audience_tag: str = "killswitch-audience"
 
-    @field_validator("roles", "groups")
+    @field_validator("roles", "groups", "agent_roles")
     @classmethod
     def _names(cls, value: list[str]) -> list[str]:
         for name in value:
@@ -175,8 +183,27 @@ class Route(_Strict):
 class ModelAws(_Strict):
     """``models.<name>.aws``: the model's ids and routes at AWS."""
 
-    bedrock_ids: list[str] = Field(default_factory=list)
+    bedrock_ids: list[str] = Field(default_factory=list, max_length=MAX_IDS)
+    # Application inference profiles and provisioned models built on the model: their
+    # ids are arbitrary, so the deny names them (the last part of their ARNs).
+    application_profiles: list[str] = Field(default_factory=list, max_length=MAX_BUILT_ON)
+    provisioned_models: list[str] = Field(default_factory=list, max_length=MAX_BUILT_ON)
     route: Route | None = None
+
+    def paths(self) -> ModelPaths:
+        return ModelPaths(
+            tuple(self.bedrock_ids),
+            tuple(self.application_profiles),
+            tuple(self.provisioned_models),
+        )
+
+    @field_validator("application_profiles", "provisioned_models")
+    @classmethod
+    def _resource_ids(cls, value: list[str]) -> list[str]:
+        for resource_id in value:
+            if not RESOURCE_ID.fullmatch(resource_id):
+                raise ValueError(f"{resource_id!r} is not a Bedrock resource id (ARN's last part)")
+        return value
 
     @field_validator("bedrock_ids")
     @classmethod
@@ -216,6 +243,11 @@ def _known_regions(services: frozenset[str]) -> frozenset[str]:
         for partition in session.get_available_partitions()
         for region in session.get_available_regions("ssm", partition_name=partition)
     )
+
+
+def unlisted_regions(listed: Sequence[str]) -> list[str]:
+    """Bedrock regions (botocore's endpoint data, offline) an inventory does not list."""
+    return sorted(known_regions({"bedrock"}) - set(listed))
 
 
 def check(
