@@ -117,11 +117,19 @@ class AwsProvider:
         from providers.aws.policy import assume_role_statement, statements
 
         levers = {name: self.mechanism(name) for name in self.config.mechanisms}
-        found = statements(self.config, levers)
+        found = statements(self.config, levers, self.name)
         roles = sorted({arn for a in self.accounts() if (arn := self.role_arn(a))})
         if roles:
-            found.append(assume_role_statement(roles))
+            found.append(assume_role_statement(roles, self.name))
         return {"Version": "2012-10-17", "Statement": found}
+
+    def permissions_boundary(self) -> dict[str, Any]:
+        """The recommended permissions boundary for the operator role: no more than the
+        least privilege, whatever else is attached to it, and never its own removal."""
+        from providers.aws.policy import boundary_statements
+
+        allowed = self.least_privilege()["Statement"]
+        return {"Version": "2012-10-17", "Statement": allowed + boundary_statements(self)}
 
     # -- calling AWS -------------------------------------------------------------
     def role_arn(self, account: str) -> str | None:

@@ -4,21 +4,33 @@ from __future__ import annotations
 
 import itertools
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from killswitch.contract import Mechanism, Permission
 from providers.aws.config import AwsConfig
+
+if TYPE_CHECKING:
+    from providers.aws import AwsProvider
 
 PLACEHOLDER = re.compile(r"\{(\w+)\}")
 
 
 def _values(config: AwsConfig) -> dict[str, list[str]]:
+    roles = list(dict.fromkeys([*config.iam.roles, *config.iam.agent_roles]))
     return {
         "ssm_prefix": [config.ssm_prefix],
         "policy_name": [config.iam.policy_name.replace("{model}", "*")],
-        "iam_role": list(config.iam.roles),
-        "iam_group": list(config.iam.groups),
+        # A role's ARN holds its IAM path (role/ml/inference-callers); names are unique in
+        # an account whatever the path, so `*/<name>` matches only that role.
+        "iam_role": [f for name in roles for f in (name, f"*/{name}")],
+        "iam_group": [f for name in config.iam.groups for f in (name, f"*/{name}")],
+        "elb_kind": ["app", "net"],
     }
+
+
+def sid_part(name: str) -> str:
+    """``aws-prod`` → ``AwsProd``: Sids are letters and digits only."""
+    return "".join(p[:1].upper() + p[1:] for p in re.split(r"[^A-Za-z0-9]+", name) if p)
 
 
 def _expand(text: str, values: dict[str, list[str]]) -> list[str]:
@@ -32,8 +44,9 @@ def _expand(text: str, values: dict[str, list[str]]) -> list[str]:
     return expanded
 
 
-def statements(config: AwsConfig, levers: dict[str, Mechanism]) -> list[dict[str, Any]]:
-    """One statement per lever and resource set; placeholders filled from ``config``."""
+def statements(config: AwsConfig, levers: dict[str, Mechanism], entry: str) -> list[dict[str, Any]]:
+    """One statement per lever and resource set; placeholders filled from ``config``.
+    Sids carry the entry's name, so several entries' statements make one valid policy."""
     values = _values(config)
     found: list[dict[str, Any]] = []
     for lever, mechanism in sorted(levers.items()):
@@ -49,7 +62,7 @@ def statements(config: AwsConfig, levers: dict[str, Mechanism]) -> list[dict[str
             conditions[key] = condition
         for i, ((resources, _), actions) in enumerate(sorted(grouped.items())):
             statement: dict[str, Any] = {
-                "Sid": "Killswitch" + "".join(p.capitalize() for p in lever.split("-")) + str(i),
+                "Sid": f"Killswitch{sid_part(entry)}{sid_part(lever)}{i}",
                 "Effect": "Allow",
                 "Action": sorted(set(actions)),
                 "Resource": list(resources) if len(resources) > 1 else resources[0],
@@ -68,10 +81,54 @@ def _condition(permission: Permission, values: dict[str, list[str]]) -> dict[str
     return condition
 
 
-def assume_role_statement(role_arns: list[str]) -> dict[str, Any]:
+def assume_role_statement(role_arns: list[str], entry: str) -> dict[str, Any]:
     return {
-        "Sid": "KillswitchAssumeOperatorRoles",
+        "Sid": f"Killswitch{sid_part(entry)}AssumeOperatorRoles",
         "Effect": "Allow",
         "Action": ["sts:AssumeRole"],
         "Resource": sorted(role_arns) if len(role_arns) > 1 else role_arns[0],
     }
+
+
+def boundary_statements(provider: AwsProvider) -> list[dict[str, Any]]:
+    """Denies a permissions boundary adds to the least privilege: the operator role can
+    neither drop its boundary nor grant through any policy but killswitch's own (whose
+    statements the iam-deny read-back checks: an Allow there fails it)."""
+    entry = sid_part(provider.name)
+    ours = _expand("arn:aws:iam::*:policy/killswitch/{policy_name}", _values(provider.config))
+    return [
+        {
+            "Sid": f"Killswitch{entry}KeepBoundary",
+            "Effect": "Deny",
+            "Action": [
+                "iam:DeleteRolePermissionsBoundary",
+                "iam:DeleteUserPermissionsBoundary",
+                "iam:PutRolePermissionsBoundary",
+                "iam:PutUserPermissionsBoundary",
+            ],
+            "Resource": "*",
+        },
+        {
+            "Sid": f"Killswitch{entry}NoOtherGrants",
+            "Effect": "Deny",
+            "Action": [
+                "iam:CreatePolicy",
+                "iam:CreatePolicyVersion",
+                "iam:SetDefaultPolicyVersion",
+            ],
+            "NotResource": ours,
+        },
+        {
+            "Sid": f"Killswitch{entry}AttachOnlyOurs",
+            "Effect": "Deny",
+            "Action": ["iam:AttachGroupPolicy", "iam:AttachRolePolicy", "iam:AttachUserPolicy"],
+            "Resource": "*",
+            "Condition": {"ArnNotLike": {"iam:PolicyARN": ours}},
+        },
+        {
+            "Sid": f"Killswitch{entry}NoInlineGrants",
+            "Effect": "Deny",
+            "Action": ["iam:PutGroupPolicy", "iam:PutRolePolicy", "iam:PutUserPolicy"],
+            "Resource": "*",
+        },
+    ]

@@ -47,24 +47,25 @@ def evaluate(
     identity: Mapping[str, Sequence[Mapping[str, Any]]],
     scps: Sequence[Mapping[str, Any]] = (),
     boundary: Sequence[Mapping[str, Any]] = (),
+    context: Mapping[str, str] | None = None,
 ) -> list[str]:
     """ "Allowed", "ExplicitlyDenied" or "ImplicitlyDenied" for each ask. ``identity``
     maps a principal ARN to the policy documents attached to it; ``scps`` apply to every
-    principal (one level of the organisation)."""
+    principal (one level of the organisation); ``context`` adds keys to every request."""
     node = shutil.which("node")
     package = PREFIX / "node_modules" / "@cloud-copilot" / "iam-simulate" / "package.json"
     if node is None or not package.is_file():
         raise RuntimeError(INSTALL_HINT)
     cases = []
     for ask in asks:
-        context: dict[str, Any] = {"aws:RequestedRegion": ask.region}
-        context.update({f"aws:PrincipalTag/{k}": v for k, v in ask.tags.items()})
+        request: dict[str, Any] = {"aws:RequestedRegion": ask.region, **(context or {})}
+        request.update({f"aws:PrincipalTag/{k}": v for k, v in ask.tags.items()})
         case: dict[str, Any] = {
             "action": ask.action,
             "principal": ask.principal,
             "resource": ask.resource,
             "accountId": ask.account,
-            "context": context,
+            "context": request,
             "identityPolicies": [
                 {"name": f"p{i}", "policy": doc} for i, doc in enumerate(identity[ask.principal])
             ],
