@@ -30,13 +30,17 @@ T = TypeVar("T")
 MECHANISMS: dict[str, str] = {
     "ssm-flag": "providers.aws.ssm_flag:SsmFlag",
     "iam-deny": "providers.aws.iam_deny:IamDeny",
+    "scp-deny": "providers.aws.scp_deny:ScpDeny",
     "elb-rule": "providers.aws.elb_rule:ElbRule",
 }
 GLOBAL = "global"  # the region key of global services (IAM)
 GLOBAL_SERVICES = frozenset({"iam", "organizations"})  # one endpoint, in us-east-1
 # Levers whose one write acts account-wide: they also control the `unlisted` target,
 # every region the inventory does not list (and regions AWS adds later).
-ACCOUNT_WIDE = frozenset({"iam-deny"})
+ACCOUNT_WIDE = frozenset({"iam-deny", "scp-deny"})
+# Levers whose one resource serves the whole organisation: one target per region, not
+# one per account.
+ORGANISATION_WIDE = frozenset({"scp-deny"})
 THROTTLE_HINTS = ("Throttl", "Rate exceeded", "TooManyRequests", "RequestLimitExceeded", "SlowDown")
 
 
@@ -77,12 +81,15 @@ class AwsProvider:
         from providers.aws.bedrock_access import UNLISTED
 
         regions = [*self.regions(), UNLISTED]
+        accounts = self.accounts()
         return [
-            Target(self.type, self.name, region, mechanism, model, account)
-            for account in self.accounts()
+            Target(self.type, self.name, region, mechanism, model, where)
+            for account in accounts
             for region in regions
             for mechanism in self.config.mechanisms
             if region != UNLISTED or mechanism in ACCOUNT_WIDE
+            if mechanism not in ORGANISATION_WIDE or account == accounts[0]
+            for where in ["" if mechanism in ORGANISATION_WIDE else account]
             for model in self.models
         ]
 
@@ -137,7 +144,9 @@ class AwsProvider:
             if spec.id == account and spec.role_arn:
                 return spec.role_arn
         template = self.config.role_arn
-        return template.replace("{account}", account) if template else None
+        if template is None or (not account and "{account}" in template):
+            return None  # the credentials' own account
+        return template.replace("{account}", account)
 
     @property
     def clients(self) -> Clients:
@@ -190,7 +199,10 @@ class AwsProvider:
         account_wide = service in GLOBAL_SERVICES or target.region == UNLISTED
         region = "us-east-1" if account_wide else target.region
         name = session_name(ctx.actor if ctx else None, ctx.op_id if ctx else None)
-        client = self.clients.client(service, region, self.role_arn(target.account), name)
+        # Organizations answers in the management account: scp.role_arn, else the entry's.
+        org_role = self.config.scp.role_arn if service == "organizations" else None
+        role = org_role or self.role_arn(target.account)
+        client = self.clients.client(service, region, role, name)
         bucket = self.limits.bucket(
             target.account, service, GLOBAL if service in GLOBAL_SERVICES else region, kind
         )

@@ -29,7 +29,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from killswitch.domain import OPEN, REVOKED, Access, Posture
+from killswitch.domain import OPEN, REVOKED, Access, Observed, Posture
 from killswitch.errors import PermanentError
 
 ACTIONS = (
@@ -398,6 +398,72 @@ def _distinct_actions(document: Mapping[str, Any]) -> list[str]:
         )
         groups.setdefault(signature, action)
     return list(groups.values())
+
+
+@dataclass(frozen=True)
+class DenyPolicy:
+    """One model's deny document as a lever sees it: the regions its entry lists, the
+    model's paths and the audience tag."""
+
+    name: str  # for messages: the policy's name
+    listed: tuple[str, ...]
+    paths: ModelPaths
+    tag: str
+    account: str = "000000000000"
+
+    def reading(self, document: Mapping[str, Any], region: str) -> Reading:
+        """The read-back of ``region`` (or ``UNLISTED``): a statement killswitch did not
+        write fails it, naming the statement."""
+        foreign = foreign_statements(document, self.tag)
+        if foreign:
+            raise PermanentError(
+                f"policy {self.name} holds statements killswitch did not write "
+                f"({'; '.join(foreign)}); revoke or restore rewrites it"
+            )
+        return self.evaluate(document, region)
+
+    def evaluate(self, document: Mapping[str, Any], region: str) -> Reading:
+        from providers.aws.config import unlisted_regions
+
+        regions = (
+            [*unlisted_regions(self.listed), FUTURE_REGION] if region == UNLISTED else [region]
+        )
+        return read(document, regions, self.listed, self.paths, self.tag, self.account)
+
+    def rewrite(
+        self, document: Mapping[str, Any] | None, changes: Mapping[str, Access], limit: int
+    ) -> dict[str, Any]:
+        """The document with ``changes`` (region → posture) made; every other region keeps
+        the tightest posture ``document`` gives it, so a rewrite never opens anything."""
+        regions = sorted({*self.listed, UNLISTED, *changes})
+        now = (
+            {r: self.evaluate(document, r).tightest for r in regions}
+            if document
+            else dict.fromkeys(regions, OPEN)
+        )
+        new = render({**now, **changes}, self.paths, self.tag)
+        check_size(new, limit, f"policy {self.name}")
+        return new
+
+
+def observed(
+    reading: Reading, label: str, missing: str, region: str, listed: Sequence[str]
+) -> Observed:
+    """What ``observe`` reports for a deny lever: the read-back, unless the policy does
+    not bind everyone it should (``missing`` names who it is not attached to)."""
+    detail = label
+    if reading.strict != reading.tightest:
+        detail += f" partly closed; still reachable: {'; '.join(reading.reachable)}"
+    if reading.strict.posture is not Posture.OPEN:
+        if missing:
+            return Observed(OPEN, f"{label} denies but is not attached to {missing}")
+        if region == UNLISTED:
+            detail += f"; {covered(listed)}"
+    return Observed(reading.strict, detail)
+
+
+def canonical(document: Mapping[str, Any]) -> str:
+    return json.dumps(document, sort_keys=True, separators=(",", ":"))
 
 
 def check_size(document: Mapping[str, Any], limit: int, what: str) -> None:

@@ -40,7 +40,9 @@ MAX_IDS = 4
 MAX_BUILT_ON = 2
 
 # The service each lever talks to: `regions: all` means every region where all of them exist.
-SERVICES = {"ssm-flag": "ssm", "iam-deny": "bedrock", "elb-rule": "elbv2"}
+SERVICES = {"ssm-flag": "ssm", "iam-deny": "bedrock", "scp-deny": "bedrock", "elb-rule": "elbv2"}
+# What an SCP attaches to: a root, an organizational unit or an account.
+SCP_TARGET = re.compile(r"^(r-[0-9a-z]{4,32}|ou-[0-9a-z]{4,32}-[a-z0-9]{8,32}|\d{12})$")
 
 
 class _Strict(BaseModel):
@@ -95,6 +97,36 @@ class IamSpec(_Strict):
         return value
 
 
+class ScpSpec(_Strict):
+    """``scp:``: where the scp-deny service control policies are attached."""
+
+    targets: list[str] = Field(default_factory=list)  # r-…, ou-…-…, or 12-digit account ids
+    policy_name: str = "killswitch-deny-{model}"
+    role_arn: str | None = None  # in the management account; default: the entry's credentials
+
+    @field_validator("targets")
+    @classmethod
+    def _targets(cls, value: list[str]) -> list[str]:
+        for target in value:
+            if not SCP_TARGET.fullmatch(target):
+                raise ValueError(
+                    f"{target!r} is not a root (r-…), an OU (ou-…-…) or a 12-digit account id"
+                )
+        return value
+
+    @field_validator("policy_name")
+    @classmethod
+    def _policy_name(cls, value: str) -> str:
+        if not re.fullmatch(r"[\w+=,.@-]{1,128}", value.replace("{model}", "m")):
+            raise ValueError("policy name: letters, digits and +=,.@_- only ({model} allowed)")
+        return value
+
+    @field_validator("role_arn")
+    @classmethod
+    def _role(cls, value: str | None) -> str | None:
+        return _role_arn(value)
+
+
 class ElbSpec(_Strict):
     # region → listener ARNs; regions not named here are searched by the LB tag killswitch:model.
     listeners: dict[str, list[str]] = Field(default_factory=dict)
@@ -124,6 +156,7 @@ class AwsConfig(_Strict):
     accounts: list[AccountSpec] = Field(default_factory=list)
     ssm_prefix: str = "/killswitch/models"
     iam: IamSpec = Field(default_factory=IamSpec)
+    scp: ScpSpec = Field(default_factory=ScpSpec)
     elb: ElbSpec = Field(default_factory=ElbSpec)
     rate_limits: dict[str, RateSpec] = Field(default_factory=dict)
     timeout_seconds: StrictFloat = Field(default=15.0, gt=0, le=300)  # connect and read, per try
@@ -287,10 +320,11 @@ def check(
                 for e in exc.errors()
             ]
             continue
-        if "iam-deny" in config.mechanisms and not aws.bedrock_ids:
-            problems.append(
-                Problem(("models", model), "iam-deny needs aws.bedrock_ids", absolute=True)
-            )
+        for lever in ("iam-deny", "scp-deny"):
+            if lever in config.mechanisms and not aws.bedrock_ids:
+                problems.append(
+                    Problem(("models", model), f"{lever} needs aws.bedrock_ids", absolute=True)
+                )
         if "elb-rule" in config.mechanisms and aws.route is None:
             problems.append(
                 Problem(
@@ -314,6 +348,10 @@ def check(
             )
     if "iam-deny" in config.mechanisms and not (config.iam.roles or config.iam.groups):
         problems.append(Problem(("iam",), "iam-deny needs iam.roles or iam.groups to attach to"))
+    if "scp-deny" in config.mechanisms and not config.scp.targets:
+        problems.append(
+            Problem(("scp",), "scp-deny needs scp.targets (roots, OUs or accounts to attach to)")
+        )
     for region in config.elb.listeners:
         if not is_valid_name(region):
             problems.append(Problem(("elb", "listeners", region), "not a region name"))

@@ -20,25 +20,19 @@ from __future__ import annotations
 import json
 import threading
 import urllib.parse
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from killswitch.contract import ApplyContext, Permission
 from killswitch.domain import OPEN, Access, Observed, Posture, Target
 from killswitch.errors import PermanentError
 from providers.aws.bedrock_access import (
-    FUTURE_REGION,
     MAX_MANAGED_POLICY,
-    UNLISTED,
-    ModelPaths,
-    Reading,
-    check_size,
-    covered,
-    foreign_statements,
-    read,
-    render,
+    DenyPolicy,
+    canonical,
+    observed,
 )
-from providers.aws.config import model_aws, unlisted_regions
+from providers.aws.config import model_aws
 
 if TYPE_CHECKING:
     from providers.aws import AwsProvider
@@ -56,10 +50,6 @@ def _document(raw: Any) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise PermanentError("IAM policy document is not a JSON object")
     return raw
-
-
-def _canonical(document: Mapping[str, Any]) -> str:
-    return json.dumps(document, sort_keys=True, separators=(",", ":"))
 
 
 class IamDeny:
@@ -115,9 +105,6 @@ class IamDeny:
             f"arn:aws:iam::{self._account_id(target)}:policy{PATH}{self.policy_name(target.model)}"
         )
 
-    def _paths(self, target: Target) -> ModelPaths:
-        return model_aws(self.provider.models, target.model).paths()
-
     # -- reading -------------------------------------------------------------------
     def _iam(
         self, target: Target, kind: str, what: str, fn: Any, ctx: ApplyContext | None = None
@@ -159,46 +146,28 @@ class IamDeny:
             ("group", g) for g in self.iam.groups if g not in groups
         ]
 
+    def policy(self, target: Target) -> DenyPolicy:
+        return DenyPolicy(
+            self.policy_name(target.model),
+            tuple(self.provider.regions()),
+            model_aws(self.provider.models, target.model).paths(),
+            self.iam.audience_tag,
+            target.account or "000000000000",
+        )
+
     def observe(self, target: Target) -> Observed:
         document, version = self._current(target)
         name = self.policy_name(target.model)
         if document is None:
             return Observed(OPEN, f"no policy {name} (reads as open)")
-        reading = self.reading(document, target)
-        access = reading.strict
-        detail = f"{name} {version}"
-        if reading.strict != reading.tightest:
-            detail += f" partly closed; still reachable: {'; '.join(reading.reachable)}"
-        if access.posture is not Posture.OPEN:
-            missing = self._missing_attachments(target)
-            if missing:
-                names = ", ".join(f"{kind} {name}" for kind, name in missing)
-                return Observed(OPEN, f"policy {version} denies but is not attached to {names}")
-            if target.region == UNLISTED:
-                detail += f"; {covered(self.provider.regions())}"
-        return Observed(access, detail)
-
-    def reading(self, document: dict[str, Any], target: Target) -> Reading:
-        """The effect of ``document`` on every path in the target's region(s), evaluated;
-        a statement killswitch did not write fails the read-back."""
-        foreign = foreign_statements(document, self.iam.audience_tag)
-        if foreign:
-            raise PermanentError(
-                f"policy {self.policy_name(target.model)} holds statements killswitch did not "
-                f"write ({'; '.join(foreign)}); revoke or restore rewrites it"
+        reading = self.policy(target).reading(document, target.region)
+        missing = ""
+        if reading.strict.posture is not Posture.OPEN:
+            missing = ", ".join(
+                f"{kind} {name}" for kind, name in self._missing_attachments(target)
             )
-        return self._evaluate(document, target.region, target)
-
-    def _evaluate(self, document: dict[str, Any], region: str, target: Target) -> Reading:
-        listed = self.provider.regions()
-        regions = [*unlisted_regions(listed), FUTURE_REGION] if region == UNLISTED else [region]
-        return read(
-            document,
-            regions,
-            listed,
-            self._paths(target),
-            self.iam.audience_tag,
-            target.account or "000000000000",
+        return observed(
+            reading, f"{name} {version}", missing, target.region, self.provider.regions()
         )
 
     # -- writing -------------------------------------------------------------------
@@ -210,19 +179,12 @@ class IamDeny:
         policy write; other regions keep the tightest posture the policy gives them now
         (so replacing an edited or older document never opens anything)."""
         first = targets[0]
-        regions = sorted({*self.provider.regions(), UNLISTED} | {t.region for t in targets})
         document, _ = self._current(first)
-        now = (
-            {r: self._evaluate(document, r, first).tightest for r in regions}
-            if document
-            else dict.fromkeys(regions, OPEN)
-        )
-        wanted = {**now, **{t.region: desired for t in targets}}
-        new = render(wanted, self._paths(first), self.iam.audience_tag)
-        check_size(new, MAX_MANAGED_POLICY, f"policy {self.policy_name(first.model)}")
+        changes = {t.region: desired for t in targets}
+        new = self.policy(first).rewrite(document, changes, MAX_MANAGED_POLICY)
         if document is None:
             self._create(first, new, ctx)
-        elif _canonical(document) != _canonical(new):
+        elif canonical(document) != canonical(new):
             self._set_default(first, new, ctx)
         if desired.posture is not Posture.OPEN:
             self._attach(first, ctx)
@@ -253,7 +215,7 @@ class IamDeny:
             f"iam:ListPolicyVersions {arn}",
             lambda iam: iam.list_policy_versions(PolicyArn=arn),
         )["Versions"]
-        wanted = _canonical(document)
+        wanted = canonical(document)
         for version in versions:
             if version["IsDefaultVersion"]:
                 continue
@@ -265,7 +227,7 @@ class IamDeny:
                     PolicyArn=arn, VersionId=v
                 ),
             )["PolicyVersion"]["Document"]
-            if _canonical(_document(held)) == wanted:
+            if canonical(_document(held)) == wanted:
                 self._iam(
                     target,
                     "write",

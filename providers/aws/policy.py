@@ -25,7 +25,20 @@ def _values(config: AwsConfig) -> dict[str, list[str]]:
         "iam_role": [f for name in roles for f in (name, f"*/{name}")],
         "iam_group": [f for name in config.iam.groups for f in (name, f"*/{name}")],
         "elb_kind": ["app", "net"],
+        # AttachPolicy/DetachPolicy name the policy and the target.
+        "scp_resource": [
+            "arn:aws:organizations::*:policy/o-*/service_control_policy/p-*",
+            *(_scp_target_arn(t) for t in config.scp.targets),
+        ],
     }
+
+
+def _scp_target_arn(target: str) -> str:
+    if target.startswith("r-"):
+        return f"arn:aws:organizations::*:root/o-*/{target}"
+    if target.startswith("ou-"):
+        return f"arn:aws:organizations::*:ou/o-*/{target}"
+    return f"arn:aws:organizations::*:account/o-*/{target}"
 
 
 def sid_part(name: str) -> str:

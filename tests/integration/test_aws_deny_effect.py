@@ -90,12 +90,21 @@ Expect = Callable[[str, str, str], bool]  # (model, region or "global", caller) 
 def reachable_paths(ws: Workspace, expect: Expect) -> list[str]:
     """Every request whose answer differs from ``expect``: a path left open, or a
     permitted caller blocked."""
-    identity = {p: attached(ws, p) for p in (CALLER, AGENT)}
     callers = {
         "us-person": (CALLER, US_PERSON),
         "other": (CALLER, {}),
         "agent": (AGENT, {}),
     }
+    return wrong_answers({p: attached(ws, p) for p in (CALLER, AGENT)}, callers, expect)
+
+
+def wrong_answers(
+    identity: dict[str, list[dict[str, Any]]],
+    callers: dict[str, tuple[str, dict[str, str]]],
+    expect: Expect,
+    scps: list[dict[str, Any]] | None = None,
+) -> list[str]:
+    """Asks the evaluator about every path, region and caller in one batch."""
     asks: list[tuple[str, str, str, Ask]] = []
     for model, region, (who, (principal, tags)) in itertools.product(
         MODELS, LISTED + UNLISTED, callers.items()
@@ -104,7 +113,7 @@ def reachable_paths(ws: Workspace, expect: Expect) -> list[str]:
             asks.append((model, region, who, Ask(action, resource, region, principal, tags)))
         for action, resource in global_routes(model, region):
             asks.append((model, "global", who, Ask(action, resource, region, principal, tags)))
-    answers = evaluate([a for *_, a in asks], identity)
+    answers = evaluate([a for *_, a in asks], identity, scps=scps or ())
     wrong = []
     for (model, region, who, ask), answer in zip(asks, answers, strict=True):
         if (answer == "Allowed") != expect(model, region, who):

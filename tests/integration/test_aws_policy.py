@@ -40,12 +40,13 @@ def full_inventory(ws: Workspace) -> None:
     entry = {
         "type": "aws",
         "regions": ["us-east-1", "eu-west-1"],
-        "mechanisms": ["ssm-flag", "iam-deny", "elb-rule"],
+        "mechanisms": ["ssm-flag", "iam-deny", "scp-deny", "elb-rule"],
         "endpoint_url": ws.endpoint,
         "role_arn": "arn:aws:iam::{account}:role/killswitch-operator",
         "accounts": [{"id": "111111111111"}],
         "ssm_prefix": "/gateway/flags",
         "iam": {"roles": ["inference-callers"], "agent_roles": ["support-agent"]},
+        "scp": {"targets": ["ou-ab12-cd34ef56", "333333333333"]},
     }
     second = {
         **entry,
@@ -152,7 +153,7 @@ def test_every_aws_call_the_providers_and_the_state_store_make_is_in_the_policy(
     policy = printed(ws)
 
     allowed = {a for s in policy["Statement"] for a in s["Action"]}
-    assert len(calls) >= 20  # the scan found the levers' calls
+    assert len(calls) >= 25  # the scan found the levers' calls
     missing = {
         action: module
         for action, module in calls.items()
