@@ -71,6 +71,9 @@ class IamSpec(_Strict):
     groups: list[str] = Field(default_factory=list)
     # Service roles of Bedrock agents that use the model: an agent invokes it as its role.
     agent_roles: list[str] = Field(default_factory=list)
+    # A restrict when a caller role's trust policy lets a session set the audience tag:
+    # refuse those targets (default), or only warn (the operator accepts the risk).
+    session_tags: Literal["refuse", "warn"] = "refuse"
     policy_name: str = "killswitch-deny-{model}"
     audience_tag: str = "killswitch-audience"
 

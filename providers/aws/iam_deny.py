@@ -33,6 +33,7 @@ from providers.aws.bedrock_access import (
     observed,
 )
 from providers.aws.config import model_aws
+from providers.aws.trust import SessionTagCheck
 
 if TYPE_CHECKING:
     from providers.aws import AwsProvider
@@ -70,6 +71,8 @@ class IamDeny:
         # Attach only our own policy: the condition pins the policy ARN.
         Permission("iam:AttachRolePolicy", "arn:aws:iam::*:role/{iam_role}", ONLY_OURS),
         Permission("iam:AttachGroupPolicy", "arn:aws:iam::*:group/{iam_group}", ONLY_OURS),
+        # Before a restrict: can a caller role's sessions claim the audience tag?
+        Permission("iam:GetRole", "arn:aws:iam::*:role/{iam_role}"),
     )
 
     def __init__(self, provider: AwsProvider) -> None:
@@ -77,6 +80,7 @@ class IamDeny:
         self.iam = provider.config.iam
         self._account_ids: dict[str, str] = {}
         self._lock = threading.Lock()
+        self._session_tags = SessionTagCheck(provider)
 
     # -- naming ------------------------------------------------------------------
     def policy_name(self, model: str) -> str:
@@ -169,6 +173,10 @@ class IamDeny:
         return observed(
             reading, f"{name} {version}", missing, target.region, self.provider.regions()
         )
+
+    def preflight(self, target: Target, desired: Access) -> str | None:
+        """A restrict is refused where a caller role's sessions can claim the audience."""
+        return self._session_tags.reason(target, desired, [target.account])
 
     # -- writing -------------------------------------------------------------------
     def apply(self, target: Target, desired: Access, ctx: ApplyContext) -> None:

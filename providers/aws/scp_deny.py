@@ -28,6 +28,7 @@ from killswitch.domain import OPEN, Access, Observed, Posture, Target
 from killswitch.errors import PermanentError
 from providers.aws.bedrock_access import MAX_SCP, DenyPolicy, canonical, observed
 from providers.aws.config import model_aws
+from providers.aws.trust import SessionTagCheck
 
 if TYPE_CHECKING:
     from providers.aws import AwsProvider
@@ -52,6 +53,8 @@ class ScpDeny:
         # Attach and detach name the policy and the target: both must be allowed.
         Permission("organizations:AttachPolicy", "{scp_resource}", ONLY_SCPS),
         Permission("organizations:DetachPolicy", "{scp_resource}", ONLY_SCPS),
+        # Before a restrict: can a caller role's sessions claim the audience tag?
+        Permission("iam:GetRole", "arn:aws:iam::*:role/{iam_role}"),
     )
 
     def __init__(self, provider: AwsProvider) -> None:
@@ -59,6 +62,7 @@ class ScpDeny:
         self.scp = provider.config.scp
         self._ids: dict[str, str] = {}
         self._lock = threading.Lock()
+        self._session_tags = SessionTagCheck(provider)
 
     def policy_name(self, model: str) -> str:
         return self.scp.policy_name.replace("{model}", model)
@@ -143,6 +147,11 @@ class ScpDeny:
         reading = self.policy(target).reading(document, target.region)
         label = f"SCP {name} ({policy_id})"
         return observed(reading, label, ", ".join(missing), target.region, self.provider.regions())
+
+    def preflight(self, target: Target, desired: Access) -> str | None:
+        """A restrict is refused where a caller role's sessions can claim the audience
+        (the entry's listed roles, in each of its accounts)."""
+        return self._session_tags.reason(target, desired, self.provider.accounts())
 
     # -- writing -------------------------------------------------------------------
     def apply(self, target: Target, desired: Access, ctx: ApplyContext) -> None:
