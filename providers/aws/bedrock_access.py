@@ -25,12 +25,17 @@ import fnmatch
 import functools
 import json
 import re
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from killswitch.domain import OPEN, REVOKED, Access, Observed, Posture
+import structlog
+
+from killswitch.domain import OPEN, REVOKED, Access, Observed, Posture, Target
 from killswitch.errors import PermanentError
+
+log = structlog.get_logger(__name__)
 
 ACTIONS = (
     "bedrock:InvokeModel",  # also Converse and StartAsyncInvoke
@@ -462,6 +467,68 @@ def observed(
     return Observed(reading.strict, detail)
 
 
+def geography_notes(policy: DenyPolicy, document: Mapping[str, Any]) -> list[str]:
+    """Geographies whose regions hold different postures: a geography profile invoked
+    from an open region can be routed into a closed one (refused there), so its callers
+    see requests fail now and then."""
+    from providers.aws.config import unlisted_regions
+
+    elsewhere = unlisted_regions(policy.listed)
+    unlisted = policy.evaluate(document, UNLISTED).strict if elsewhere else OPEN
+    postures = {r: policy.evaluate(document, r).strict for r in policy.listed}
+    postures.update(dict.fromkeys(elsewhere, unlisted))
+    notes = []
+    for prefix in sorted({r.split("-", maxsplit=1)[0] for r in postures}):
+        regions = sorted(r for r in postures if r.startswith(f"{prefix}-"))
+        closed = [r for r in regions if postures[r].posture is not Posture.OPEN]
+        left_open = [r for r in regions if postures[r].posture is Posture.OPEN]
+        if closed and left_open:
+            geo = GEOGRAPHIES.get(prefix, prefix)
+            notes.append(
+                f"{geo}. inference profiles invoked in {', '.join(left_open[:3])} (left open) "
+                f"can be routed into {', '.join(closed[:3])} (closed), where they are refused"
+            )
+    return notes
+
+
+class DenyNotes:
+    """Warnings a deny lever gives once per run (logs go to stderr): which unlisted
+    regions a change closes, and geography profiles that cross closed and open regions."""
+
+    def __init__(self, lever: str) -> None:
+        self.lever = lever
+        self._seen: set[tuple[str, ...]] = set()
+        self._lock = threading.Lock()
+
+    def _first(self, *key: str) -> bool:
+        with self._lock:
+            fresh = key not in self._seen
+            self._seen.add(key)
+            return fresh
+
+    def closing_unlisted(self, target: Target, desired: Access, listed: Sequence[str]) -> None:
+        if target.region != UNLISTED or desired.posture is Posture.OPEN:
+            return
+        if self._first("unlisted", target.provider, target.account, target.model):
+            log.warning(
+                "closes the regions the inventory does not list",
+                lever=self.lever,
+                target=target.id,
+                covers=covered(listed),
+                hint="list a region in the inventory to leave it open",
+            )
+
+    def geography(self, policy: DenyPolicy, document: Mapping[str, Any]) -> None:
+        if self._first("geography", policy.name, canonical(document)):
+            for note in geography_notes(policy, document):
+                log.warning(
+                    "geography profiles cross closed regions",
+                    lever=self.lever,
+                    policy=policy.name,
+                    note=note,
+                )
+
+
 def canonical(document: Mapping[str, Any]) -> str:
     return json.dumps(document, sort_keys=True, separators=(",", ":"))
 
@@ -482,5 +549,4 @@ def covered(listed: Sequence[str]) -> str:
     others = unlisted_regions(listed)
     if not others:
         return "covers regions AWS adds later"
-    shown = ", ".join(others[:6]) + (f" and {len(others) - 6} more" if len(others) > 6 else "")
-    return f"covers {len(others)} unlisted regions ({shown}) and regions AWS adds later"
+    return f"covers {len(others)} unlisted regions ({', '.join(others)}) and regions AWS adds later"

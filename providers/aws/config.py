@@ -74,6 +74,9 @@ class IamSpec(_Strict):
     # A restrict when a caller role's trust policy lets a session set the audience tag:
     # refuse those targets (default), or only warn (the operator accepts the risk).
     session_tags: Literal["refuse", "warn"] = "refuse"
+    # Opt-in: the read-back also asks AWS (iam:SimulatePrincipalPolicy) whether anything
+    # attached to the roles still lets a kept-out caller through. Real AWS only.
+    verify_effect: bool = False
     policy_name: str = "killswitch-deny-{model}"
     audience_tag: str = "killswitch-audience"
 

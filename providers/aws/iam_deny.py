@@ -28,11 +28,13 @@ from killswitch.domain import OPEN, Access, Observed, Posture, Target
 from killswitch.errors import PermanentError
 from providers.aws.bedrock_access import (
     MAX_MANAGED_POLICY,
+    DenyNotes,
     DenyPolicy,
     canonical,
     observed,
 )
 from providers.aws.config import model_aws
+from providers.aws.simulate import EffectCheck
 from providers.aws.trust import SessionTagCheck
 
 if TYPE_CHECKING:
@@ -73,6 +75,8 @@ class IamDeny:
         Permission("iam:AttachGroupPolicy", "arn:aws:iam::*:group/{iam_group}", ONLY_OURS),
         # Before a restrict: can a caller role's sessions claim the audience tag?
         Permission("iam:GetRole", "arn:aws:iam::*:role/{iam_role}"),
+        # iam.verify_effect: AWS's own evaluation of everything attached to the roles.
+        Permission("iam:SimulatePrincipalPolicy", "arn:aws:iam::*:role/{iam_role}"),
     )
 
     def __init__(self, provider: AwsProvider) -> None:
@@ -81,6 +85,8 @@ class IamDeny:
         self._account_ids: dict[str, str] = {}
         self._lock = threading.Lock()
         self._session_tags = SessionTagCheck(provider)
+        self._notes = DenyNotes("iam-deny")
+        self._effect = EffectCheck(provider)
 
     # -- naming ------------------------------------------------------------------
     def policy_name(self, model: str) -> str:
@@ -156,7 +162,7 @@ class IamDeny:
             tuple(self.provider.regions()),
             model_aws(self.provider.models, target.model).paths(),
             self.iam.audience_tag,
-            target.account or "000000000000",
+            self._account_id(target),
         )
 
     def observe(self, target: Target) -> Observed:
@@ -164,18 +170,23 @@ class IamDeny:
         name = self.policy_name(target.model)
         if document is None:
             return Observed(OPEN, f"no policy {name} (reads as open)")
-        reading = self.policy(target).reading(document, target.region)
+        policy = self.policy(target)
+        reading = policy.reading(document, target.region)
+        self._notes.geography(policy, document)
         missing = ""
         if reading.strict.posture is not Posture.OPEN:
-            missing = ", ".join(
-                f"{kind} {name}" for kind, name in self._missing_attachments(target)
-            )
-        return observed(
-            reading, f"{name} {version}", missing, target.region, self.provider.regions()
-        )
+            unbound = self._missing_attachments(target)
+            missing = ", ".join(f"{kind} {who}" for kind, who in unbound)
+            if not missing and self.iam.verify_effect:
+                reachable = self._effect.reachable(target, policy)
+                if reachable:
+                    return Observed(OPEN, f"{name} {version}: {reachable}")
+        listed = self.provider.regions()
+        return observed(reading, f"{name} {version}", missing, target.region, listed)
 
     def preflight(self, target: Target, desired: Access) -> str | None:
         """A restrict is refused where a caller role's sessions can claim the audience."""
+        self._notes.closing_unlisted(target, desired, self.provider.regions())
         return self._session_tags.reason(target, desired, [target.account])
 
     # -- writing -------------------------------------------------------------------

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from killswitch.contract import ApplyContext, Permission
 from killswitch.domain import OPEN, Access, Observed, Posture, Target
 from killswitch.errors import PermanentError
-from providers.aws.bedrock_access import MAX_SCP, DenyPolicy, canonical, observed
+from providers.aws.bedrock_access import MAX_SCP, DenyNotes, DenyPolicy, canonical, observed
 from providers.aws.config import model_aws
 from providers.aws.trust import SessionTagCheck
 
@@ -63,6 +63,7 @@ class ScpDeny:
         self._ids: dict[str, str] = {}
         self._lock = threading.Lock()
         self._session_tags = SessionTagCheck(provider)
+        self._notes = DenyNotes("scp-deny")
 
     def policy_name(self, model: str) -> str:
         return self.scp.policy_name.replace("{model}", model)
@@ -144,13 +145,16 @@ class ScpDeny:
         missing = [t for t in self.scp.targets if t not in self._attached(target, policy_id)]
         if len(missing) == len(self.scp.targets):
             return Observed(OPEN, f"SCP {name} ({policy_id}) is attached to no target")
-        reading = self.policy(target).reading(document, target.region)
+        policy = self.policy(target)
+        reading = policy.reading(document, target.region)
+        self._notes.geography(policy, document)
         label = f"SCP {name} ({policy_id})"
         return observed(reading, label, ", ".join(missing), target.region, self.provider.regions())
 
     def preflight(self, target: Target, desired: Access) -> str | None:
         """A restrict is refused where a caller role's sessions can claim the audience
         (the entry's listed roles, in each of its accounts)."""
+        self._notes.closing_unlisted(target, desired, self.provider.regions())
         return self._session_tags.reason(target, desired, self.provider.accounts())
 
     # -- writing -------------------------------------------------------------------

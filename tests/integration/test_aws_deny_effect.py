@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import boto3
@@ -21,6 +21,8 @@ import pytest
 
 from tests.conftest import Workspace
 from tests.support.iam_simulator import Ask, evaluate
+from tests.support.servers import MotoServer
+from tests.support.simulate_endpoint import SimulateEndpoint
 
 ACCOUNT = "123456789012"  # moto's account for the test credentials
 LISTED = ["us-east-1", "us-west-2", "eu-west-1", "ap-northeast-1"]
@@ -214,3 +216,38 @@ def test_restore_opens_every_path_again(callers: Workspace) -> None:
 
     assert result.code == 0, result.stdout + result.stderr
     assert reachable_paths(callers, lambda model, region, who: True) == []
+
+
+@pytest.fixture
+def simulating(
+    callers: Workspace, moto: MotoServer
+) -> Iterator[tuple[Workspace, SimulateEndpoint]]:
+    """The inventory talks to an IAM that answers SimulatePrincipalPolicy, and opts in."""
+    endpoint = SimulateEndpoint(moto.url).start()
+    text = callers.inventory.read_text().replace(callers.endpoint, endpoint.url)
+    callers.inventory.write_text(
+        text.replace("agent_roles:", "verify_effect: true\n      agent_roles:")
+    )
+    yield callers, endpoint
+    endpoint.stop()
+
+
+def test_verify_effect_asks_aws_and_believes_it_over_the_document(
+    simulating: tuple[Workspace, SimulateEndpoint],
+) -> None:
+    ws, endpoint = simulating
+
+    revoked = ws.run("revoke", "-m", "fable-5", "-r", "eu-west-1", "--reason", "r", "--yes")
+
+    assert revoked.code == 0, revoked.stdout + revoked.stderr
+    assert endpoint.asked > 0
+    # AWS now lets the caller role through on one path the document claims to close.
+    endpoint.allowed_anyway.add(
+        f"arn:aws:bedrock:eu-west-1:{ACCOUNT}:inference-profile/eu.anthropic.fable-5-lite-v1:0"
+    )
+
+    status = ws.run("status", "-m", "fable-5", "-r", "eu-west-1", "-o", "json")
+
+    [row] = status.json()["targets"]
+    assert row["observed"]["posture"] == "open"
+    assert row["result"] == "drift"

@@ -394,3 +394,25 @@ def test_a_deny_edited_to_match_nothing_reads_as_open(bedrock: Workspace) -> Non
     assert drifted == {
         f"aws:bedrock-org@{ACCOUNTS[1]}/{r}/iam-deny/fable-5" for r in [*REGIONS, "unlisted"]
     }
+
+
+def test_plan_says_which_unlisted_regions_an_exclusion_closes(bedrock: Workspace) -> None:
+    result = bedrock.run("plan", "revoke", "-m", "mythos-5", "-r", "!us-*", "-o", "json")
+
+    assert result.code == 2, result.stderr
+    planned = {t["id"].split("/")[1] for t in result.json()["targets"]}
+    assert "unlisted" in planned
+    assert "closes the regions the inventory does not list" in result.stderr
+    # A US region the inventory does not list is closed too: the warning names it.
+    assert "us-east-2" in result.stderr
+
+
+def test_status_warns_when_a_geography_profile_crosses_into_a_closed_region(
+    bedrock: Workspace,
+) -> None:
+    bedrock.run("revoke", "-m", "fable-5", "-r", "eu-west-1", "--reason", "r", "--yes")
+
+    result = bedrock.run("status", "-m", "fable-5")
+
+    assert "geography profiles cross closed regions" in result.stderr
+    assert "eu. inference profiles invoked in eu-central-1" in result.stderr
