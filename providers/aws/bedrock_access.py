@@ -348,7 +348,22 @@ def read(
     account: str = "111111111111",
 ) -> Reading:
     """Evaluate every (action, resource form, region, caller) the document must close in
-    ``regions`` (one listed region, or every unlisted one), global routes included."""
+    ``regions`` (one listed region, or every unlisted one), global routes included.
+    Pure: one run asks about one document many times (plan, rewrite, notes)."""
+    key = canonical(document)
+    return _read(key, tuple(regions), tuple(open_regions), paths, tag, account)
+
+
+@functools.lru_cache(maxsize=256)
+def _read(
+    key: str,
+    regions: tuple[str, ...],
+    open_regions: tuple[str, ...],
+    paths: ModelPaths,
+    tag: str,
+    account: str,
+) -> Reading:
+    document = json.loads(key)
     audiences = sorted(candidates(document, tag))
     callers: list[str | None] = [None, OUTSIDER, *audiences]
     regional: list[Request] = []

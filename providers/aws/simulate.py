@@ -55,17 +55,19 @@ class EffectCheck:
                 "ContextKeyType": "string",
             },
         ]
+        models = [r for r in resources if ":foundation-model/" in r]
+        others = [r for r in resources if r not in models]
+        # The create actions name the foundation model; every form can be invoked.
+        asks = [(list(ACTIONS), models), (list(INVOKE), others)]
         for role in dict.fromkeys([*iam.roles, *iam.agent_roles]):
             arn = self._role_arn(target, role)
-            for resource in resources:
-                # The create actions name the foundation model; every form can be invoked.
-                model = ":foundation-model/" in resource
-                actions = list(ACTIONS) if model else list(INVOKE)
-                for result in self._simulate(target, arn, resource, actions, context):
-                    if result.get("EvalDecision") == "allowed":
+            for actions, arns in asks:
+                for result in self._simulate(target, arn, arns, actions, context):
+                    found = _allowed(result)
+                    if found:
                         return (
                             f"SimulatePrincipalPolicy: role {role} is allowed "
-                            f"{result.get('EvalActionName')} on {resource} in {region}"
+                            f"{result.get('EvalActionName')} on {found} in {region}"
                         )
         return None
 
@@ -86,7 +88,7 @@ class EffectCheck:
         self,
         target: Target,
         arn: str,
-        resource: str,
+        resources: list[str],
         actions: list[str],
         context: list[dict[str, Any]],
     ) -> list[dict[str, Any]]:
@@ -98,7 +100,7 @@ class EffectCheck:
                 return iam.simulate_principal_policy(
                     PolicySourceArn=arn,
                     ActionNames=actions,
-                    ResourceArns=[resource],
+                    ResourceArns=resources,
                     ContextEntries=context,
                     **page,
                 )
@@ -115,3 +117,14 @@ class EffectCheck:
 
 def _string(key: str, value: str) -> dict[str, Any]:
     return {"ContextKeyName": key, "ContextKeyValues": [value], "ContextKeyType": "string"}
+
+
+def _allowed(result: dict[str, Any]) -> str | None:
+    """The resource an evaluation result allows, if any (per resource when AWS lists
+    them, else the result as a whole)."""
+    for specific in result.get("ResourceSpecificResults", []):
+        if specific.get("EvalResourceDecision") == "allowed":
+            return str(specific.get("EvalResourceName"))
+    if result.get("EvalDecision") == "allowed":
+        return str(result.get("EvalResourceName", "*"))
+    return None

@@ -167,32 +167,26 @@ def is_us(region: str) -> bool:
     return region in LISTED and region.startswith("us-")
 
 
-def test_revoke_outside_us_closes_every_path_everywhere_but_the_listed_us_regions(
+def test_export_control_revoke_outside_us_then_restrict_inside_leaves_no_path_open(
     callers: Workspace,
 ) -> None:
-    result = callers.run("revoke", "-m", "all", "-r", "!us-*", "--reason", "order", "--yes")
+    revoked = callers.run("revoke", "-m", "all", "-r", "!us-*", "--reason", "order", "--yes")
 
-    assert result.code == 0, result.stdout + result.stderr
+    assert revoked.code == 0, revoked.stdout + revoked.stderr
     # Listed US regions stay open to everyone; every other region, listed or not (and one
     # AWS has not opened yet), and the global routes that could serve them, are closed.
     assert reachable_paths(callers, lambda model, region, who: is_us(region)) == []
 
-
-def test_restricted_us_admits_only_us_persons_and_nothing_reaches_elsewhere(
-    callers: Workspace,
-) -> None:
-    callers.run("revoke", "-m", "all", "-r", "!us-*", "--reason", "order", "--yes")
-
-    result = callers.run(
+    restricted = callers.run(
         "restrict", "-m", "all", "-r", "us-*", "-a", "us-person", "--reason", "order", "--yes"
     )
 
-    assert result.code == 0, result.stdout + result.stderr
+    assert restricted.code == 0, restricted.stdout + restricted.stderr
 
-    def expect(model: str, region: str, who: str) -> bool:
+    def us_persons_in_us(model: str, region: str, who: str) -> bool:
         return is_us(region) and who == "us-person"
 
-    assert reachable_paths(callers, expect) == []
+    assert reachable_paths(callers, us_persons_in_us) == []
 
 
 def test_a_named_region_closes_only_that_region_and_the_global_routes(

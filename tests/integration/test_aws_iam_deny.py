@@ -67,11 +67,13 @@ def statements(iam: Any, arn: str) -> dict[str, dict[str, Any]]:
 
 
 def resources(model: str) -> list[str]:
-    """Every region (the condition picks them): the model, and the profiles routing to it."""
+    """Every region (the condition picks them): the model, the profiles routing to it."""
     [model_id] = IDS[model]
     return [
         f"arn:aws:bedrock:*::foundation-model/{model_id}",
         f"arn:aws:bedrock:*:*:inference-profile/*.{model_id}",
+        # No provisioned_models listed: any provisioned model could serve it.
+        "arn:aws:bedrock:*:*:provisioned-model/*",
     ]
 
 

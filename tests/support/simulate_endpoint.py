@@ -94,13 +94,24 @@ class SimulateEndpoint:
         }
         asks = [Ask(a, r, region, role_arn, tags) for a in actions for r in resources]
         answers = evaluate(asks, {role_arn: self._attached(role_arn)})
+        decisions: dict[str, list[tuple[str, str]]] = {}
+        for ask, answer in zip(asks, answers, strict=True):
+            decisions.setdefault(ask.action, []).append((ask.resource, self._decision(ask, answer)))
         members = "".join(
             "<member>"
-            f"<EvalActionName>{escape(ask.action)}</EvalActionName>"
-            f"<EvalResourceName>{escape(ask.resource)}</EvalResourceName>"
-            f"<EvalDecision>{self._decision(ask, answer)}</EvalDecision>"
-            "</member>"
-            for ask, answer in zip(asks, answers, strict=True)
+            f"<EvalActionName>{escape(action)}</EvalActionName>"
+            f"<EvalResourceName>*</EvalResourceName>"
+            f"<EvalDecision>{_overall([d for _, d in found])}</EvalDecision>"
+            "<ResourceSpecificResults>"
+            + "".join(
+                "<member>"
+                f"<EvalResourceName>{escape(resource)}</EvalResourceName>"
+                f"<EvalResourceDecision>{decision}</EvalResourceDecision>"
+                "</member>"
+                for resource, decision in found
+            )
+            + "</ResourceSpecificResults></member>"
+            for action, found in decisions.items()
         )
         return (
             '<SimulatePrincipalPolicyResponse xmlns="https://iam.amazonaws.com/doc/2010-05-08/">'
@@ -136,3 +147,10 @@ def _members(form: dict[str, str], name: str) -> list[str]:
             return found
         found.append(value)
     return found
+
+
+def _overall(decisions: list[str]) -> str:
+    """AWS's decision for an action over several resources: allowed only if every one is."""
+    if all(d == "allowed" for d in decisions):
+        return "allowed"
+    return "explicitDeny" if "explicitDeny" in decisions else "implicitDeny"
