@@ -124,10 +124,10 @@ class AwsProvider:
         from providers.aws.policy import assume_role_statement, statements
 
         levers = {name: self.mechanism(name) for name in self.config.mechanisms}
-        found = statements(self.config, levers, self.name)
+        found = statements(self.config, levers)
         roles = sorted({arn for a in self.accounts() if (arn := self.role_arn(a))})
         if roles:
-            found.append(assume_role_statement(roles, self.name))
+            found.append(assume_role_statement(roles))
         return {"Version": "2012-10-17", "Statement": found}
 
     def permissions_boundary(self) -> dict[str, Any]:
@@ -136,7 +136,7 @@ class AwsProvider:
         from providers.aws.policy import boundary_statements
 
         allowed = self.least_privilege()["Statement"]
-        return {"Version": "2012-10-17", "Statement": allowed + boundary_statements(self)}
+        return {"Version": "2012-10-17", "Statement": allowed + boundary_statements()}
 
     # -- calling AWS -------------------------------------------------------------
     def role_arn(self, account: str) -> str | None:

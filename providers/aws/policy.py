@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from killswitch.contract import Mechanism, Permission
 from providers.aws.config import AwsConfig
-
-if TYPE_CHECKING:
-    from providers.aws import AwsProvider
 
 PLACEHOLDER = re.compile(r"\{(\w+)\}")
 
@@ -57,33 +56,44 @@ def _expand(text: str, values: dict[str, list[str]]) -> list[str]:
     return expanded
 
 
-def statements(config: AwsConfig, levers: dict[str, Mechanism], entry: str) -> list[dict[str, Any]]:
-    """One statement per lever and resource set; placeholders filled from ``config``.
-    Sids carry the entry's name, so several entries' statements make one valid policy."""
+def statements(config: AwsConfig, levers: dict[str, Mechanism]) -> list[dict[str, Any]]:
+    """One statement per resource set and condition, across the entry's levers;
+    placeholders filled from ``config``. A Sid names what the statement holds, so the
+    same statement from several entries is printed once and different ones never share
+    a Sid (a repeated Sid is a MalformedPolicyDocument)."""
     values = _values(config)
-    found: list[dict[str, Any]] = []
-    for lever, mechanism in sorted(levers.items()):
-        grouped: dict[tuple[tuple[str, ...], str], list[str]] = {}
-        conditions: dict[tuple[tuple[str, ...], str], dict[str, Any]] = {}
+    grouped: dict[tuple[tuple[str, ...], str], set[str]] = {}
+    conditions: dict[tuple[tuple[str, ...], str], dict[str, Any]] = {}
+    for _, mechanism in sorted(levers.items()):
         for permission in mechanism.permissions:
             resources = tuple(_expand(permission.resource, values))
             if not resources:
                 continue  # e.g. AttachGroupPolicy when the inventory names no groups
             condition = _condition(permission, values)
             key = (resources, repr(sorted(condition.items())))
-            grouped.setdefault(key, []).append(permission.action)
+            grouped.setdefault(key, set()).add(permission.action)
             conditions[key] = condition
-        for i, ((resources, _), actions) in enumerate(sorted(grouped.items())):
-            statement: dict[str, Any] = {
-                "Sid": f"Killswitch{sid_part(entry)}{sid_part(lever)}{i}",
-                "Effect": "Allow",
-                "Action": sorted(set(actions)),
-                "Resource": list(resources) if len(resources) > 1 else resources[0],
-            }
-            if conditions[(resources, _)]:
-                statement["Condition"] = conditions[(resources, _)]
-            found.append(statement)
+    found = []
+    for key, actions in sorted(grouped.items()):
+        resources = key[0]
+        statement: dict[str, Any] = {
+            "Effect": "Allow",
+            "Action": sorted(actions),
+            "Resource": list(resources) if len(resources) > 1 else resources[0],
+        }
+        if conditions[key]:
+            statement["Condition"] = conditions[key]
+        found.append(content_sid(statement))
     return found
+
+
+def content_sid(statement: dict[str, Any]) -> dict[str, Any]:
+    """``statement`` with a Sid made from what it holds: ``Killswitch<service><hash>``."""
+    body = json.dumps(statement, sort_keys=True, separators=(",", ":"))
+    actions = statement.get("Action") or ["x:*"]
+    service = sid_part(str(actions[0] if isinstance(actions, list) else actions).split(":")[0])
+    digest = hashlib.sha256(body.encode()).hexdigest()[:10]
+    return {"Sid": f"Killswitch{service}{digest}", **statement}
 
 
 def _condition(permission: Permission, values: dict[str, list[str]]) -> dict[str, Any]:
@@ -94,24 +104,25 @@ def _condition(permission: Permission, values: dict[str, list[str]]) -> dict[str
     return condition
 
 
-def assume_role_statement(role_arns: list[str], entry: str) -> dict[str, Any]:
-    return {
-        "Sid": f"Killswitch{sid_part(entry)}AssumeOperatorRoles",
-        "Effect": "Allow",
-        "Action": ["sts:AssumeRole"],
-        "Resource": sorted(role_arns) if len(role_arns) > 1 else role_arns[0],
-    }
-
-
-def boundary_statements(provider: AwsProvider) -> list[dict[str, Any]]:
-    """Denies a permissions boundary adds to the least privilege: the operator role can
-    neither drop its boundary nor grant through any policy but killswitch's own (whose
-    statements the iam-deny read-back checks: an Allow there fails it)."""
-    entry = sid_part(provider.name)
-    ours = _expand("arn:aws:iam::*:policy/killswitch/{policy_name}", _values(provider.config))
-    return [
+def assume_role_statement(role_arns: list[str]) -> dict[str, Any]:
+    return content_sid(
         {
-            "Sid": f"Killswitch{entry}KeepBoundary",
+            "Effect": "Allow",
+            "Action": ["sts:AssumeRole"],
+            "Resource": sorted(role_arns) if len(role_arns) > 1 else role_arns[0],
+        }
+    )
+
+
+def boundary_statements() -> list[dict[str, Any]]:
+    """Denies a permissions boundary adds to the least privilege: the operator role can
+    neither drop its boundary nor grant through any policy but killswitch's own, all of
+    which live under the IAM path /killswitch/ (the allow-list narrows them to the
+    inventory's names; an Allow written there fails the iam-deny read-back). The same
+    for every entry, so several entries print them once."""
+    ours = "arn:aws:iam::*:policy/killswitch/*"
+    denies: list[dict[str, Any]] = [
+        {
             "Effect": "Deny",
             "Action": [
                 "iam:DeleteRolePermissionsBoundary",
@@ -122,7 +133,6 @@ def boundary_statements(provider: AwsProvider) -> list[dict[str, Any]]:
             "Resource": "*",
         },
         {
-            "Sid": f"Killswitch{entry}NoOtherGrants",
             "Effect": "Deny",
             "Action": [
                 "iam:CreatePolicy",
@@ -132,16 +142,15 @@ def boundary_statements(provider: AwsProvider) -> list[dict[str, Any]]:
             "NotResource": ours,
         },
         {
-            "Sid": f"Killswitch{entry}AttachOnlyOurs",
             "Effect": "Deny",
             "Action": ["iam:AttachGroupPolicy", "iam:AttachRolePolicy", "iam:AttachUserPolicy"],
             "Resource": "*",
             "Condition": {"ArnNotLike": {"iam:PolicyARN": ours}},
         },
         {
-            "Sid": f"Killswitch{entry}NoInlineGrants",
             "Effect": "Deny",
             "Action": ["iam:PutGroupPolicy", "iam:PutRolePolicy", "iam:PutUserPolicy"],
             "Resource": "*",
         },
     ]
+    return [content_sid(statement) for statement in denies]

@@ -170,6 +170,8 @@ def test_the_policy_for_two_entries_is_valid_for_aws_and_parliament(ws: Workspac
         assert len(sids) == len(set(sids)), sids  # a repeated Sid is MalformedPolicyDocument
         findings = analyze_policy_string(json.dumps(document)).findings
         assert [(f.issue, f.detail) for f in findings] == []
+        # Both fit a customer-managed policy (a permissions boundary must be one).
+        assert len(json.dumps(document, separators=(",", ":"))) <= 6144
 
 
 @pytest.fixture

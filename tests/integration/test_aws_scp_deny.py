@@ -131,3 +131,34 @@ def test_scp_deny_without_targets_is_an_inventory_error(
     assert result.code == 64
     assert "scp-deny needs scp.targets" in result.stderr
     assert org(ws).list_policies(Filter=SCP)["Policies"][0]["Name"] == "FullAWSAccess"
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "says"),
+    [
+        ("scp", {"targets": ["ou-nope"]}, "providers.aws-org.scp.targets"),
+        ("scp", {"targets": ["r-abcd"], "colour": "red"}, "providers.aws-org.scp.colour"),
+    ],
+)
+def test_a_bad_scp_section_is_an_inventory_error_naming_the_field(
+    ws: Workspace, field: str, value: Any, says: str
+) -> None:
+    ws.write_inventory(
+        models={m: {"aws": spec} for m, spec in MODELS.items()},
+        providers={
+            "aws-org": {
+                "type": "aws",
+                "regions": LISTED,
+                "mechanisms": ["scp-deny"],
+                "endpoint_url": ws.endpoint,
+                field: value,
+            }
+        },
+        scopes={},
+    )
+
+    result = ws.run("plan", "revoke", "-m", "all")
+
+    assert result.code == 64
+    assert says in result.stderr
+    assert "killswitch.yaml:" in result.stderr
