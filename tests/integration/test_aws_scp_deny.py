@@ -33,6 +33,12 @@ def organisation(ws: Workspace) -> dict[str, str]:
     ou = client.create_organizational_unit(ParentId=root, Name="ml")["OrganizationalUnit"]["Id"]
     account = client.create_account(Email="research@example.com", AccountName="research")
     targets = {"ou": ou, "account": account["CreateAccountStatus"]["AccountId"]}
+    write_org_inventory(ws, scp={"targets": [ou, targets["account"]]})
+    return targets
+
+
+def write_org_inventory(ws: Workspace, **entry: Any) -> None:
+    """One aws entry with scp-deny over the listed regions; ``entry`` adds keys to it."""
     ws.write_inventory(
         models={m: {"aws": spec} for m, spec in MODELS.items()},
         providers={
@@ -41,15 +47,14 @@ def organisation(ws: Workspace) -> dict[str, str]:
                 "regions": LISTED,
                 "mechanisms": ["scp-deny"],
                 "endpoint_url": ws.endpoint,
-                "scp": {"targets": [ou, targets["account"]]},
                 # moto is no rate-limited AWS: the tests need not wait for its quotas.
                 "rate_limits": {"organizations": {"read": 200, "write": 50}},
+                **entry,
             }
         },
         scopes={},
         policy={"restore": {"approvals": 1}},
     )
-    return targets
 
 
 def scp(ws: Workspace, model: str) -> tuple[str, dict[str, Any], set[str]]:
@@ -143,19 +148,7 @@ def test_scp_deny_without_targets_is_an_inventory_error(
 def test_a_bad_scp_section_is_an_inventory_error_naming_the_field(
     ws: Workspace, field: str, value: Any, says: str
 ) -> None:
-    ws.write_inventory(
-        models={m: {"aws": spec} for m, spec in MODELS.items()},
-        providers={
-            "aws-org": {
-                "type": "aws",
-                "regions": LISTED,
-                "mechanisms": ["scp-deny"],
-                "endpoint_url": ws.endpoint,
-                field: value,
-            }
-        },
-        scopes={},
-    )
+    write_org_inventory(ws, **{field: value})
 
     result = ws.run("plan", "revoke", "-m", "all")
 
