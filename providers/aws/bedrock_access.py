@@ -54,7 +54,13 @@ MAX_MANAGED_POLICY = 6144  # IAM: characters of a managed policy, whitespace not
 MAX_SCP = 5120  # Organizations: characters of a service control policy
 NOTHING_SID = "KillswitchNothingDenied"
 GLOBAL_SID = "KillswitchGlobalRoutes"
-OWN_SID = re.compile(r"^Killswitch(Revoked|Restricted\d+|GlobalRoutes|NothingDenied)$")
+OWN_SID = re.compile(
+    r"^Killswitch(Revoked|Restricted\d+|GlobalRoutes|NothingDenied"
+    # Written by killswitch before 0.2 (one statement per region, KillswitchEuWest1): read
+    # by their effect, and replaced on the next write.
+    r"|(?:[A-Z][a-z]+)+\d+)$"
+)
+LEGACY_ACTIONS = ("bedrock:Converse", "bedrock:ConverseStream")
 OWN_OPERATORS = frozenset({"StringEquals", "StringNotEquals"})
 # A region AWS has not opened yet: the read-back of `unlisted` asks about it too.
 FUTURE_REGION = "xx-future-1"
@@ -215,7 +221,7 @@ def _why_foreign(statement: Mapping[str, Any], tag: str) -> str | None:
     extra = set(statement) - {"Sid", "Effect", "Action", "Resource", "Condition"}
     if extra:
         return f"{', '.join(sorted(extra))}"
-    if not set(_as_list(statement.get("Action"))) <= set(ACTIONS):
+    if not set(_as_list(statement.get("Action"))) <= {*ACTIONS, *LEGACY_ACTIONS}:
         return "actions killswitch does not deny"
     condition = statement.get("Condition") or {}
     if not isinstance(condition, dict) or not set(condition) <= OWN_OPERATORS:

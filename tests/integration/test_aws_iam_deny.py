@@ -34,6 +34,14 @@ MUST_DENY = {
 FAST_IAM = {"iam": {"read": 200, "write": 50}}
 
 
+ACTIONS_BEFORE_0_2 = [
+    "bedrock:InvokeModel",
+    "bedrock:InvokeModelWithResponseStream",
+    "bedrock:Converse",
+    "bedrock:ConverseStream",
+]
+
+
 def iam_in(ws: Workspace, account: str) -> Any:
     """An IAM client acting in ``account`` (moto maps assumed-role keys to the account)."""
     sts = boto3.client("sts", region_name="us-east-1", endpoint_url=ws.server)
@@ -418,3 +426,49 @@ def test_status_warns_when_a_geography_profile_crosses_into_a_closed_region(
 
     assert "geography profiles cross closed regions" in result.stderr
     assert "eu. inference profiles invoked in eu-central-1" in result.stderr
+
+
+def test_a_policy_written_by_an_older_killswitch_is_read_by_its_effect_and_upgraded(
+    bedrock: Workspace,
+) -> None:
+    iam = iam_in(bedrock, ACCOUNTS[0])
+    [model_id] = IDS["mythos-5"]
+    # Before 0.2: one statement per region, invoke actions only (Converse included).
+    legacy = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "KillswitchEuWest1",
+                "Effect": "Deny",
+                "Action": ACTIONS_BEFORE_0_2,
+                "Resource": [
+                    f"arn:aws:bedrock:eu-west-1::foundation-model/{model_id}",
+                    f"arn:aws:bedrock:eu-west-1:*:inference-profile/*.{model_id}",
+                ],
+            }
+        ],
+    }
+    arn = iam.create_policy(
+        PolicyName="killswitch-deny-mythos-5",
+        Path="/killswitch/",
+        PolicyDocument=json.dumps(legacy),
+    )["Policy"]["Arn"]
+    iam.attach_role_policy(RoleName="model-callers", PolicyArn=arn)
+    iam.attach_group_policy(GroupName="analysts", PolicyArn=arn)
+
+    status = bedrock.run("status", "-m", "mythos-5", "-r", "eu-west-1", "-o", "json")
+    revoke = bedrock.run(
+        "revoke", "-m", "mythos-5", "-r", "ap-northeast-1", "--reason", "r", "--yes"
+    )
+
+    # Batch jobs and provisioned throughput were never denied: it reads as open, not as an
+    # unreadable policy.
+    [row] = [t for t in status.json()["targets"] if ACCOUNTS[0] in t["id"]]
+    assert row["observed"]["posture"] == "open", status.stdout
+    assert revoke.code == 0, revoke.stdout
+    found = statements(iam, arn)
+    # The rewrite keeps eu-west-1 closed (and now on every path) beside ap-northeast-1.
+    assert found["KillswitchRevoked"]["Condition"] == {
+        "StringEquals": {"aws:RequestedRegion": ["ap-northeast-1", "eu-west-1"]}
+    }
+    assert "KillswitchEuWest1" not in found
