@@ -351,7 +351,7 @@ def read(
     open_regions: Sequence[str],
     paths: ModelPaths,
     tag: str,
-    account: str = "111111111111",
+    account: str = "000000000000",
 ) -> Reading:
     """Evaluate every (action, resource form, region, caller) the document must close in
     ``regions`` (one listed region, or every unlisted one), global routes included.
@@ -360,7 +360,7 @@ def read(
     return _read(key, tuple(regions), tuple(open_regions), paths, tag, account)
 
 
-@functools.lru_cache(maxsize=256)
+@functools.lru_cache(maxsize=4096)
 def _read(
     key: str,
     regions: tuple[str, ...],
