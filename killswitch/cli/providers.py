@@ -17,23 +17,35 @@ def aws_group() -> None:
 
 
 @aws_group.command("policy")
+@click.option(
+    "--boundary",
+    is_flag=True,
+    help="Print the recommended permissions boundary for the operator role instead.",
+)
 @session_options
 @click.pass_obj
-def aws_policy(session: Session, /) -> int:
+def aws_policy(session: Session, /, boundary: bool) -> int:
     """Print the least-privilege IAM policy the inventory's AWS levers need (JSON)."""
     from killswitch import render
+    from killswitch.anchor import anchor_permissions
     from killswitch.contract import LeastPrivilege
+    from killswitch.state import state_permissions
 
     inv = session.load()
     statements: list[Any] = []
     for name in inv.provider_names:
         provider = inv.provider(name)
         if inv.spec.providers[name].type == "aws" and isinstance(provider, LeastPrivilege):
-            for statement in provider.least_privilege()["Statement"]:
+            # The boundary (optional, AWS's own) caps the operator role at these permissions.
+            found = getattr(provider, "permissions_boundary", None) if boundary else None
+            document = found() if callable(found) else provider.least_privilege()
+            for statement in document["Statement"]:
                 if statement not in statements:
                     statements.append(statement)
     if not statements:
         raise UsageError("the inventory has no aws provider")
+    statements += state_permissions(inv.spec.state)
+    statements += anchor_permissions(inv.spec.policy.audit.anchor)
     render.emit_json({"Version": "2012-10-17", "Statement": statements})
     return 0
 

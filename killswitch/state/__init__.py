@@ -24,6 +24,7 @@ __all__ = [
     "open_store",
     "parse_dynamodb_url",
     "parse_state_url",
+    "state_permissions",
 ]
 
 SUPPORTED = (
@@ -190,3 +191,33 @@ def break_glass_warning(store: StateStore) -> str | None:
     from killswitch.state.spool import SpoolStore
 
     return store.warning if isinstance(store, SpoolStore) else None
+
+
+# What the shared store calls (killswitch/state/dynamodb.py); TransactWriteItems is
+# authorised as the item actions inside it, ConditionCheckItem among them.
+DYNAMODB_ACTIONS = (
+    "dynamodb:BatchWriteItem",
+    "dynamodb:ConditionCheckItem",
+    "dynamodb:DeleteItem",
+    "dynamodb:GetItem",
+    "dynamodb:PutItem",
+    "dynamodb:Query",
+    "dynamodb:Scan",  # state dump and migrate
+    "dynamodb:UpdateItem",
+)
+
+
+def state_permissions(url: str) -> list[dict[str, object]]:
+    """IAM statements the state store behind ``url`` needs (none for SQLite)."""
+    if not url.startswith("dynamodb://"):
+        return []
+    parsed = parse_dynamodb_url(url)
+    table = f"arn:aws:dynamodb:{parsed.region}:*:table/{parsed.table}"
+    return [
+        {
+            "Sid": "KillswitchStateTable",
+            "Effect": "Allow",
+            "Action": list(DYNAMODB_ACTIONS),
+            "Resource": [table, f"{table}/index/*"],
+        }
+    ]

@@ -30,9 +30,17 @@ T = TypeVar("T")
 MECHANISMS: dict[str, str] = {
     "ssm-flag": "providers.aws.ssm_flag:SsmFlag",
     "iam-deny": "providers.aws.iam_deny:IamDeny",
+    "scp-deny": "providers.aws.scp_deny:ScpDeny",
     "elb-rule": "providers.aws.elb_rule:ElbRule",
 }
 GLOBAL = "global"  # the region key of global services (IAM)
+GLOBAL_SERVICES = frozenset({"iam", "organizations"})  # one endpoint, in us-east-1
+# Levers whose one write acts account-wide: they also control the `unlisted` target,
+# every region the inventory does not list (and regions AWS adds later).
+ACCOUNT_WIDE = frozenset({"iam-deny", "scp-deny"})
+# Levers whose one resource serves the whole organisation: one target per region, not
+# one per account.
+ORGANISATION_WIDE = frozenset({"scp-deny"})
 THROTTLE_HINTS = ("Throttl", "Rate exceeded", "TooManyRequests", "RequestLimitExceeded", "SlowDown")
 
 
@@ -70,11 +78,18 @@ class AwsProvider:
         return [a.id for a in self.config.accounts] or [""]
 
     def targets(self) -> list[Target]:
+        from providers.aws.bedrock_access import UNLISTED
+
+        regions = [*self.regions(), UNLISTED]
+        accounts = self.accounts()
         return [
-            Target(self.type, self.name, region, mechanism, model, account)
-            for account in self.accounts()
-            for region in self.regions()
+            Target(self.type, self.name, region, mechanism, model, where)
+            for account in accounts
+            for region in regions
             for mechanism in self.config.mechanisms
+            if region != UNLISTED or mechanism in ACCOUNT_WIDE
+            if mechanism not in ORGANISATION_WIDE or account == accounts[0]
+            for where in ["" if mechanism in ORGANISATION_WIDE else account]
             for model in self.models
         ]
 
@@ -115,13 +130,23 @@ class AwsProvider:
             found.append(assume_role_statement(roles))
         return {"Version": "2012-10-17", "Statement": found}
 
+    def permissions_boundary(self) -> dict[str, Any]:
+        """The recommended permissions boundary for the operator role: no more than the
+        least privilege, whatever else is attached to it, and never its own removal."""
+        from providers.aws.policy import boundary_statements
+
+        allowed = self.least_privilege()["Statement"]
+        return {"Version": "2012-10-17", "Statement": allowed + boundary_statements()}
+
     # -- calling AWS -------------------------------------------------------------
     def role_arn(self, account: str) -> str | None:
         for spec in self.config.accounts:
             if spec.id == account and spec.role_arn:
                 return spec.role_arn
         template = self.config.role_arn
-        return template.replace("{account}", account) if template else None
+        if template is None or (not account and "{account}" in template):
+            return None  # the credentials' own account
+        return template.replace("{account}", account)
 
     @property
     def clients(self) -> Clients:
@@ -178,16 +203,22 @@ class AwsProvider:
     ) -> T:
         """``fn(client)`` within the service-region rate limit, errors classified.
 
-        Global services (IAM) use us-east-1 and one bucket per account.
+        Global services (IAM, Organizations) and the `unlisted` target use us-east-1;
+        global services have one bucket per account.
         """
+        from providers.aws.bedrock_access import UNLISTED
         from providers.aws.errors import aws_call
         from providers.aws.session import fenced, session_name
 
-        region = "us-east-1" if service == "iam" else target.region
+        account_wide = service in GLOBAL_SERVICES or target.region == UNLISTED
+        region = "us-east-1" if account_wide else target.region
         name = session_name(ctx.actor if ctx else None, ctx.op_id if ctx else None)
-        client = self.clients.client(service, region, self.role_arn(target.account), name)
+        # Organizations answers in the management account: scp.role_arn, else the entry's.
+        org_role = self.config.scp.role_arn if service == "organizations" else None
+        role = org_role or self.role_arn(target.account)
+        client = self.clients.client(service, region, role, name)
         bucket = self.limits.bucket(
-            target.account, service, GLOBAL if service == "iam" else region, kind
+            target.account, service, GLOBAL if service in GLOBAL_SERVICES else region, kind
         )
         bucket.acquire()
         fence = ctx.fence if kind == "write" and ctx else _unfenced

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from pydantic import (
@@ -20,6 +20,7 @@ from pydantic import (
 
 from killswitch.contract import Problem
 from killswitch.domain import did_you_mean, is_valid_name
+from providers.aws.bedrock_access import ModelPaths
 from providers.aws.ratelimit import DEFAULTS
 
 ACCOUNT_ID = re.compile(r"^\d{12}$")
@@ -32,9 +33,16 @@ LISTENER_ARN = re.compile(
 BEDROCK_ID = re.compile(r"^[a-z0-9-]+\.[A-Za-z0-9._:-]{1,200}$")
 ROUTE_PATH = re.compile(r"^/[A-Za-z0-9._~/*?-]{0,127}$")
 HEADER_NAME = re.compile(r"^[A-Za-z0-9-]{1,40}$")
+RESOURCE_ID = re.compile(r"^[a-z0-9]{1,64}$")
+# Per model: the deny policy must stay within IAM's 6,144 characters for every region
+# and 16 audiences (tests/unit/test_aws_deny_document.py).
+MAX_IDS = 4
+MAX_BUILT_ON = 2
 
 # The service each lever talks to: `regions: all` means every region where all of them exist.
-SERVICES = {"ssm-flag": "ssm", "iam-deny": "bedrock", "elb-rule": "elbv2"}
+SERVICES = {"ssm-flag": "ssm", "iam-deny": "bedrock", "scp-deny": "bedrock", "elb-rule": "elbv2"}
+# What an SCP attaches to: a root, an organizational unit or an account.
+SCP_TARGET = re.compile(r"^(r-[0-9a-z]{4,32}|ou-[0-9a-z]{4,32}-[a-z0-9]{8,32}|\d{12})$")
 
 
 class _Strict(BaseModel):
@@ -61,10 +69,18 @@ class AccountSpec(_Strict):
 class IamSpec(_Strict):
     roles: list[str] = Field(default_factory=list)
     groups: list[str] = Field(default_factory=list)
+    # Service roles of Bedrock agents that use the model: an agent invokes it as its role.
+    agent_roles: list[str] = Field(default_factory=list)
+    # A restrict when a caller role's trust policy lets a session set the audience tag:
+    # refuse those targets (default), or only warn (the operator accepts the risk).
+    session_tags: Literal["refuse", "warn"] = "refuse"
+    # Opt-in: the read-back also asks AWS (iam:SimulatePrincipalPolicy) whether anything
+    # attached to the roles still lets a kept-out caller through. Real AWS only.
+    verify_effect: bool = False
     policy_name: str = "killswitch-deny-{model}"
     audience_tag: str = "killswitch-audience"
 
-    @field_validator("roles", "groups")
+    @field_validator("roles", "groups", "agent_roles")
     @classmethod
     def _names(cls, value: list[str]) -> list[str]:
         for name in value:
@@ -85,6 +101,36 @@ class IamSpec(_Strict):
         if not re.fullmatch(r"[\w.:/=+@-]{1,128}", value):
             raise ValueError("not a valid IAM tag key")
         return value
+
+
+class ScpSpec(_Strict):
+    """``scp:``: where the scp-deny service control policies are attached."""
+
+    targets: list[str] = Field(default_factory=list)  # r-…, ou-…-…, or 12-digit account ids
+    policy_name: str = "killswitch-deny-{model}"
+    role_arn: str | None = None  # in the management account; default: the entry's credentials
+
+    @field_validator("targets")
+    @classmethod
+    def _targets(cls, value: list[str]) -> list[str]:
+        for target in value:
+            if not SCP_TARGET.fullmatch(target):
+                raise ValueError(
+                    f"{target!r} is not a root (r-…), an OU (ou-…-…) or a 12-digit account id"
+                )
+        return value
+
+    @field_validator("policy_name")
+    @classmethod
+    def _policy_name(cls, value: str) -> str:
+        if not re.fullmatch(r"[\w+=,.@-]{1,128}", value.replace("{model}", "m")):
+            raise ValueError("policy name: letters, digits and +=,.@_- only ({model} allowed)")
+        return value
+
+    @field_validator("role_arn")
+    @classmethod
+    def _role(cls, value: str | None) -> str | None:
+        return _role_arn(value)
 
 
 class ElbSpec(_Strict):
@@ -116,6 +162,7 @@ class AwsConfig(_Strict):
     accounts: list[AccountSpec] = Field(default_factory=list)
     ssm_prefix: str = "/killswitch/models"
     iam: IamSpec = Field(default_factory=IamSpec)
+    scp: ScpSpec = Field(default_factory=ScpSpec)
     elb: ElbSpec = Field(default_factory=ElbSpec)
     rate_limits: dict[str, RateSpec] = Field(default_factory=dict)
     timeout_seconds: StrictFloat = Field(default=15.0, gt=0, le=300)  # connect and read, per try
@@ -175,8 +222,29 @@ class Route(_Strict):
 class ModelAws(_Strict):
     """``models.<name>.aws``: the model's ids and routes at AWS."""
 
-    bedrock_ids: list[str] = Field(default_factory=list)
+    bedrock_ids: list[str] = Field(default_factory=list, max_length=MAX_IDS)
+    # Application inference profiles and provisioned models built on the model: their
+    # ids are arbitrary, so the deny names them (the last part of their ARNs).
+    application_profiles: list[str] = Field(default_factory=list, max_length=MAX_BUILT_ON)
+    # Invoking a provisioned model is authorised on its own ARN only: unless the ids are
+    # listed, a closed region denies every provisioned model there (`*`).
+    provisioned_models: list[str] | None = Field(default=None, max_length=MAX_BUILT_ON)
     route: Route | None = None
+
+    def paths(self) -> ModelPaths:
+        return ModelPaths(
+            tuple(self.bedrock_ids),
+            tuple(self.application_profiles),
+            ("*",) if self.provisioned_models is None else tuple(self.provisioned_models),
+        )
+
+    @field_validator("application_profiles", "provisioned_models")
+    @classmethod
+    def _resource_ids(cls, value: list[str] | None) -> list[str] | None:
+        for resource_id in value or []:
+            if not RESOURCE_ID.fullmatch(resource_id):
+                raise ValueError(f"{resource_id!r} is not a Bedrock resource id (ARN's last part)")
+        return value
 
     @field_validator("bedrock_ids")
     @classmethod
@@ -218,6 +286,11 @@ def _known_regions(services: frozenset[str]) -> frozenset[str]:
     )
 
 
+def unlisted_regions(listed: Sequence[str]) -> list[str]:
+    """Bedrock regions (botocore's endpoint data, offline) an inventory does not list."""
+    return sorted(known_regions({"bedrock"}) - set(listed))
+
+
 def check(
     config: AwsConfig, models: Mapping[str, Mapping[str, Any]], mechanisms: set[str]
 ) -> list[Problem]:
@@ -255,10 +328,11 @@ def check(
                 for e in exc.errors()
             ]
             continue
-        if "iam-deny" in config.mechanisms and not aws.bedrock_ids:
-            problems.append(
-                Problem(("models", model), "iam-deny needs aws.bedrock_ids", absolute=True)
-            )
+        for lever in ("iam-deny", "scp-deny"):
+            if lever in config.mechanisms and not aws.bedrock_ids:
+                problems.append(
+                    Problem(("models", model), f"{lever} needs aws.bedrock_ids", absolute=True)
+                )
         if "elb-rule" in config.mechanisms and aws.route is None:
             problems.append(
                 Problem(
@@ -282,6 +356,10 @@ def check(
             )
     if "iam-deny" in config.mechanisms and not (config.iam.roles or config.iam.groups):
         problems.append(Problem(("iam",), "iam-deny needs iam.roles or iam.groups to attach to"))
+    if "scp-deny" in config.mechanisms and not config.scp.targets:
+        problems.append(
+            Problem(("scp",), "scp-deny needs scp.targets (roots, OUs or accounts to attach to)")
+        )
     for region in config.elb.listeners:
         if not is_valid_name(region):
             problems.append(Problem(("elb", "listeners", region), "not a region name"))

@@ -128,6 +128,9 @@ class Listener:
         return next(n for n in range(1, len(taken) + 2) if n not in taken)
 
 
+ELB_ARN = "arn:aws:elasticloadbalancing:*:*"
+
+
 class ElbRule:
     name: ClassVar[str] = "aws.elb-rule"
     supports: ClassVar[frozenset[Posture]] = frozenset({Posture.OPEN, Posture.REVOKED})
@@ -138,17 +141,14 @@ class ElbRule:
         Permission("elasticloadbalancing:DescribeTags", "*"),
         Permission("elasticloadbalancing:DescribeListeners", "*"),
         Permission("elasticloadbalancing:DescribeRules", "*"),
+        # AWS's resource formats for listeners and rules; {elb_kind} is app and net, as the
+        # Service Authorization Reference names both (NLBs have no rules).
+        Permission("elasticloadbalancing:CreateRule", f"{ELB_ARN}:listener/{{elb_kind}}/*/*/*"),
         Permission(
-            "elasticloadbalancing:CreateRule", "arn:aws:elasticloadbalancing:*:*:listener/app/*"
-        ),
-        Permission(
-            "elasticloadbalancing:DeleteRule",
-            "arn:aws:elasticloadbalancing:*:*:listener-rule/app/*",
+            "elasticloadbalancing:DeleteRule", f"{ELB_ARN}:listener-rule/{{elb_kind}}/*/*/*/*"
         ),
         # CreateRule with Tags is authorised as AddTags on the new rule too.
-        Permission(
-            "elasticloadbalancing:AddTags", "arn:aws:elasticloadbalancing:*:*:listener-rule/app/*"
-        ),
+        Permission("elasticloadbalancing:AddTags", f"{ELB_ARN}:listener-rule/{{elb_kind}}/*/*/*/*"),
     )
 
     def __init__(self, provider: AwsProvider) -> None:

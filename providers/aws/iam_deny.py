@@ -1,16 +1,18 @@
 """Lever ``iam-deny``: a customer-managed IAM deny policy per model per account.
 
-The policy (default ``killswitch-deny-<model>``, path ``/killswitch/``) is
-attached to the roles and groups the inventory lists. Its default version holds
-one statement per closed region; the tool owns that policy and never edits any
-other. One policy covers every region of an account, so the engine groups the
-changes that share it into one write (``Grouped``). Going back to a posture that
-an earlier version already holds switches the default version back to it, so a
+The policy (default ``killswitch-deny-<model>``, path ``/killswitch/``) is attached to
+the roles, agent service roles and groups the inventory lists. It denies every path to
+the model (providers/aws/bedrock_access.py) in the closed regions; the target region
+``unlisted`` stands for every region the inventory does not list (and regions AWS adds
+later), so a revoke of ``all`` or ``!us-*`` closes them too. The tool owns that policy
+and never edits any other. One policy covers every region of an account, so the engine
+groups the changes that share it into one write (``Grouped``). Going back to a posture
+that an earlier version already holds switches the default version back to it, so a
 restore returns to exactly the document that was there before.
 
-Caveats (docs/aws.md): IAM changes take seconds to propagate; cross-region
-inference profiles route requests to other regions, so a region's statement
-also denies the inference profiles (``*.<model id>``) invoked from that region.
+The read-back evaluates the document for every (action, resource form, region, caller)
+it must close or keep open, and fails on a statement killswitch did not write.
+Caveat (docs/aws.md): IAM changes take seconds to propagate.
 """
 
 from __future__ import annotations
@@ -18,112 +20,30 @@ from __future__ import annotations
 import json
 import threading
 import urllib.parse
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from killswitch.contract import ApplyContext, Permission
 from killswitch.domain import OPEN, Access, Observed, Posture, Target
 from killswitch.errors import PermanentError
+from providers.aws.bedrock_access import (
+    MAX_MANAGED_POLICY,
+    DenyNotes,
+    DenyPolicy,
+    canonical,
+    observed,
+)
 from providers.aws.config import model_aws
+from providers.aws.simulate import EffectCheck
+from providers.aws.trust import SessionTagCheck
 
 if TYPE_CHECKING:
     from providers.aws import AwsProvider
 
-ACTIONS = (
-    "bedrock:InvokeModel",
-    "bedrock:InvokeModelWithResponseStream",
-    "bedrock:Converse",
-    "bedrock:ConverseStream",
-)
 PATH = "/killswitch/"
 MAX_VERSIONS = 5  # IAM's limit on versions of one managed policy
-NOTHING_SID = "KillswitchNothingDenied"
 OUR_POLICIES = "arn:aws:iam::*:policy/killswitch/{policy_name}"
 ONLY_OURS = (("ArnLike", "iam:PolicyARN", OUR_POLICIES),)
-# IAM wants at least one statement: this one can never match a request.
-NOTHING_DENIED = {
-    "Sid": NOTHING_SID,
-    "Effect": "Deny",
-    "Action": list(ACTIONS),
-    "Resource": "*",
-    "Condition": {"StringEquals": {"aws:RequestedRegion": "killswitch-nothing-denied"}},
-}
-
-
-def sid(region: str) -> str:
-    """``eu-west-1`` → ``KillswitchEuWest1`` (Sids are alphanumeric)."""
-    return "Killswitch" + "".join(part.capitalize() for part in region.split("-"))
-
-
-def resources(region: str, bedrock_ids: Sequence[str]) -> list[str]:
-    """The model's foundation-model ARNs in ``region`` and the inference profiles
-    (``<geo>.<model id>``, any account) that route to it."""
-    arns = [f"arn:aws:bedrock:{region}::foundation-model/{i}" for i in bedrock_ids]
-    arns += [f"arn:aws:bedrock:{region}:*:inference-profile/*.{i}" for i in bedrock_ids]
-    return sorted(arns)
-
-
-def render(
-    postures: Mapping[str, Access], bedrock_ids: Sequence[str], audience_tag: str
-) -> dict[str, Any]:
-    """The policy document for region → posture (open regions get no statement)."""
-    statements: list[dict[str, Any]] = []
-    for region in sorted(postures):
-        access = postures[region]
-        if access.posture is Posture.OPEN:
-            continue
-        statement: dict[str, Any] = {
-            "Sid": sid(region),
-            "Effect": "Deny",
-            "Action": list(ACTIONS),
-            "Resource": resources(region, bedrock_ids),
-        }
-        if access.posture is Posture.RESTRICTED:
-            statement["Condition"] = {
-                "StringNotEquals": {f"aws:PrincipalTag/{audience_tag}": list(access.audience)}
-            }
-        statements.append(statement)
-    return {"Version": "2012-10-17", "Statement": statements or [NOTHING_DENIED]}
-
-
-def parse(
-    document: Mapping[str, Any],
-    regions: Sequence[str],
-    bedrock_ids: Sequence[str],
-    audience_tag: str,
-) -> dict[str, Access]:
-    """region → posture the document really enforces. A statement that was edited so it
-    no longer covers the model reads as open: it does not do its job."""
-    raw = document.get("Statement", [])
-    statements = [raw] if isinstance(raw, dict) else list(raw)
-    by_sid = {s.get("Sid"): s for s in statements if isinstance(s, dict)}
-    postures = {}
-    for region in regions:
-        statement = by_sid.get(sid(region))
-        postures[region] = _posture(statement, region, bedrock_ids, audience_tag)
-    return postures
-
-
-def _as_list(value: Any) -> list[str]:
-    return [value] if isinstance(value, str) else list(value or [])
-
-
-def _posture(
-    statement: Mapping[str, Any] | None, region: str, bedrock_ids: Sequence[str], tag: str
-) -> Access:
-    if statement is None or statement.get("Effect") != "Deny":
-        return OPEN
-    if not set(ACTIONS) <= set(_as_list(statement.get("Action"))):
-        return OPEN
-    if not set(resources(region, bedrock_ids)) <= set(_as_list(statement.get("Resource"))):
-        return OPEN
-    condition = statement.get("Condition")
-    if not condition:
-        return Access(Posture.REVOKED)
-    spared = condition.get("StringNotEquals", {}).get(f"aws:PrincipalTag/{tag}")
-    if spared is None or len(condition) != 1:
-        return OPEN  # a condition we did not write: we cannot vouch for what it denies
-    return Access(Posture.RESTRICTED, tuple(_as_list(spared)))
 
 
 def _document(raw: Any) -> dict[str, Any]:
@@ -133,10 +53,6 @@ def _document(raw: Any) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise PermanentError("IAM policy document is not a JSON object")
     return raw
-
-
-def _canonical(document: Mapping[str, Any]) -> str:
-    return json.dumps(document, sort_keys=True, separators=(",", ":"))
 
 
 class IamDeny:
@@ -157,6 +73,10 @@ class IamDeny:
         # Attach only our own policy: the condition pins the policy ARN.
         Permission("iam:AttachRolePolicy", "arn:aws:iam::*:role/{iam_role}", ONLY_OURS),
         Permission("iam:AttachGroupPolicy", "arn:aws:iam::*:group/{iam_group}", ONLY_OURS),
+        # Before a restrict: can a caller role's sessions claim the audience tag?
+        Permission("iam:GetRole", "arn:aws:iam::*:role/{iam_role}"),
+        # iam.verify_effect: AWS's own evaluation of everything attached to the roles.
+        Permission("iam:SimulatePrincipalPolicy", "arn:aws:iam::*:role/{iam_role}"),
     )
 
     def __init__(self, provider: AwsProvider) -> None:
@@ -164,6 +84,9 @@ class IamDeny:
         self.iam = provider.config.iam
         self._account_ids: dict[str, str] = {}
         self._lock = threading.Lock()
+        self._session_tags = SessionTagCheck(provider)
+        self._notes = DenyNotes("iam-deny")
+        self._effect = EffectCheck(provider)
 
     # -- naming ------------------------------------------------------------------
     def policy_name(self, model: str) -> str:
@@ -191,9 +114,6 @@ class IamDeny:
         return (
             f"arn:aws:iam::{self._account_id(target)}:policy{PATH}{self.policy_name(target.model)}"
         )
-
-    def _ids(self, target: Target) -> list[str]:
-        return model_aws(self.provider.models, target.model).bedrock_ids
 
     # -- reading -------------------------------------------------------------------
     def _iam(
@@ -231,23 +151,43 @@ class IamDeny:
         )
         roles = {r["RoleName"] for r in entities.get("PolicyRoles", [])}
         groups = {g["GroupName"] for g in entities.get("PolicyGroups", [])}
-        return [("role", r) for r in self.iam.roles if r not in roles] + [
+        wanted = [*self.iam.roles, *self.iam.agent_roles]
+        return [("role", r) for r in dict.fromkeys(wanted) if r not in roles] + [
             ("group", g) for g in self.iam.groups if g not in groups
         ]
 
+    def policy(self, target: Target) -> DenyPolicy:
+        return DenyPolicy(
+            self.policy_name(target.model),
+            tuple(self.provider.regions()),
+            model_aws(self.provider.models, target.model).paths(),
+            self.iam.audience_tag,
+            self._account_id(target),
+        )
+
     def observe(self, target: Target) -> Observed:
         document, version = self._current(target)
+        name = self.policy_name(target.model)
         if document is None:
-            return Observed(OPEN, f"no policy {self.policy_name(target.model)} (reads as open)")
-        access = parse(document, [target.region], self._ids(target), self.iam.audience_tag)[
-            target.region
-        ]
-        if access.posture is not Posture.OPEN:
-            missing = self._missing_attachments(target)
-            if missing:
-                names = ", ".join(f"{kind} {name}" for kind, name in missing)
-                return Observed(OPEN, f"policy {version} denies but is not attached to {names}")
-        return Observed(access, f"{self.policy_name(target.model)} {version}")
+            return Observed(OPEN, f"no policy {name} (reads as open)")
+        policy = self.policy(target)
+        reading = policy.reading(document, target.region)
+        self._notes.geography(policy, document)
+        missing = ""
+        if reading.strict.posture is not Posture.OPEN:
+            unbound = self._missing_attachments(target)
+            missing = ", ".join(f"{kind} {who}" for kind, who in unbound)
+            if not missing and self.iam.verify_effect:
+                reachable = self._effect.reachable(target, policy)
+                if reachable:
+                    return Observed(OPEN, f"{name} {version}: {reachable}")
+        listed = self.provider.regions()
+        return observed(reading, f"{name} {version}", missing, target.region, listed)
+
+    def preflight(self, target: Target, desired: Access) -> str | None:
+        """A restrict is refused where a caller role's sessions can claim the audience."""
+        self._notes.closing_unlisted(target, desired, self.provider.regions())
+        return self._session_tags.reason(target, desired, [target.account])
 
     # -- writing -------------------------------------------------------------------
     def apply(self, target: Target, desired: Access, ctx: ApplyContext) -> None:
@@ -255,17 +195,15 @@ class IamDeny:
 
     def apply_group(self, targets: Sequence[Target], desired: Access, ctx: ApplyContext) -> None:
         """Set ``desired`` for every region in ``targets`` (one model, one account) in one
-        policy write; other regions keep the posture the policy gives them now."""
+        policy write; other regions keep the tightest posture the policy gives them now
+        (so replacing an edited or older document never opens anything)."""
         first = targets[0]
-        ids, tag = self._ids(first), self.iam.audience_tag
-        regions = sorted(set(self.provider.regions()) | {t.region for t in targets})
         document, _ = self._current(first)
-        now = parse(document, regions, ids, tag) if document else dict.fromkeys(regions, OPEN)
-        wanted = {**now, **{t.region: desired for t in targets}}
-        new = render(wanted, ids, tag)
+        changes = {t.region: desired for t in targets}
+        new = self.policy(first).rewrite(document, changes, MAX_MANAGED_POLICY)
         if document is None:
             self._create(first, new, ctx)
-        elif _canonical(document) != _canonical(new):
+        elif canonical(document) != canonical(new):
             self._set_default(first, new, ctx)
         if desired.posture is not Posture.OPEN:
             self._attach(first, ctx)
@@ -296,7 +234,7 @@ class IamDeny:
             f"iam:ListPolicyVersions {arn}",
             lambda iam: iam.list_policy_versions(PolicyArn=arn),
         )["Versions"]
-        wanted = _canonical(document)
+        wanted = canonical(document)
         for version in versions:
             if version["IsDefaultVersion"]:
                 continue
@@ -308,7 +246,7 @@ class IamDeny:
                     PolicyArn=arn, VersionId=v
                 ),
             )["PolicyVersion"]["Document"]
-            if _canonical(_document(held)) == wanted:
+            if canonical(_document(held)) == wanted:
                 self._iam(
                     target,
                     "write",

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
 import re
 from typing import Any
 
@@ -13,12 +15,34 @@ PLACEHOLDER = re.compile(r"\{(\w+)\}")
 
 
 def _values(config: AwsConfig) -> dict[str, list[str]]:
+    roles = list(dict.fromkeys([*config.iam.roles, *config.iam.agent_roles]))
     return {
         "ssm_prefix": [config.ssm_prefix],
         "policy_name": [config.iam.policy_name.replace("{model}", "*")],
-        "iam_role": list(config.iam.roles),
-        "iam_group": list(config.iam.groups),
+        # A role's ARN holds its IAM path (role/ml/inference-callers); names are unique in
+        # an account whatever the path, so `*/<name>` matches only that role.
+        "iam_role": [f for name in roles for f in (name, f"*/{name}")],
+        "iam_group": [f for name in config.iam.groups for f in (name, f"*/{name}")],
+        "elb_kind": ["app", "net"],
+        # AttachPolicy/DetachPolicy name the policy and the target.
+        "scp_resource": [
+            "arn:aws:organizations::*:policy/o-*/service_control_policy/p-*",
+            *(_scp_target_arn(t) for t in config.scp.targets),
+        ],
     }
+
+
+def _scp_target_arn(target: str) -> str:
+    if target.startswith("r-"):
+        return f"arn:aws:organizations::*:root/o-*/{target}"
+    if target.startswith("ou-"):
+        return f"arn:aws:organizations::*:ou/o-*/{target}"
+    return f"arn:aws:organizations::*:account/o-*/{target}"
+
+
+def sid_part(name: str) -> str:
+    """``aws-prod`` → ``AwsProd``: Sids are letters and digits only."""
+    return "".join(p[:1].upper() + p[1:] for p in re.split(r"[^A-Za-z0-9]+", name) if p)
 
 
 def _expand(text: str, values: dict[str, list[str]]) -> list[str]:
@@ -33,31 +57,43 @@ def _expand(text: str, values: dict[str, list[str]]) -> list[str]:
 
 
 def statements(config: AwsConfig, levers: dict[str, Mechanism]) -> list[dict[str, Any]]:
-    """One statement per lever and resource set; placeholders filled from ``config``."""
+    """One statement per resource set and condition, across the entry's levers;
+    placeholders filled from ``config``. A Sid names what the statement holds, so the
+    same statement from several entries is printed once and different ones never share
+    a Sid (a repeated Sid is a MalformedPolicyDocument)."""
     values = _values(config)
-    found: list[dict[str, Any]] = []
-    for lever, mechanism in sorted(levers.items()):
-        grouped: dict[tuple[tuple[str, ...], str], list[str]] = {}
-        conditions: dict[tuple[tuple[str, ...], str], dict[str, Any]] = {}
+    grouped: dict[tuple[tuple[str, ...], str], set[str]] = {}
+    conditions: dict[tuple[tuple[str, ...], str], dict[str, Any]] = {}
+    for _, mechanism in sorted(levers.items()):
         for permission in mechanism.permissions:
             resources = tuple(_expand(permission.resource, values))
             if not resources:
                 continue  # e.g. AttachGroupPolicy when the inventory names no groups
             condition = _condition(permission, values)
             key = (resources, repr(sorted(condition.items())))
-            grouped.setdefault(key, []).append(permission.action)
+            grouped.setdefault(key, set()).add(permission.action)
             conditions[key] = condition
-        for i, ((resources, _), actions) in enumerate(sorted(grouped.items())):
-            statement: dict[str, Any] = {
-                "Sid": "Killswitch" + "".join(p.capitalize() for p in lever.split("-")) + str(i),
-                "Effect": "Allow",
-                "Action": sorted(set(actions)),
-                "Resource": list(resources) if len(resources) > 1 else resources[0],
-            }
-            if conditions[(resources, _)]:
-                statement["Condition"] = conditions[(resources, _)]
-            found.append(statement)
+    found = []
+    for key, actions in sorted(grouped.items()):
+        resources = key[0]
+        statement: dict[str, Any] = {
+            "Effect": "Allow",
+            "Action": sorted(actions),
+            "Resource": list(resources) if len(resources) > 1 else resources[0],
+        }
+        if conditions[key]:
+            statement["Condition"] = conditions[key]
+        found.append(content_sid(statement))
     return found
+
+
+def content_sid(statement: dict[str, Any]) -> dict[str, Any]:
+    """``statement`` with a Sid made from what it holds: ``Killswitch<service><hash>``."""
+    body = json.dumps(statement, sort_keys=True, separators=(",", ":"))
+    actions = statement.get("Action") or ["x:*"]
+    service = sid_part(str(actions[0] if isinstance(actions, list) else actions).split(":")[0])
+    digest = hashlib.sha256(body.encode()).hexdigest()[:10]
+    return {"Sid": f"Killswitch{service}{digest}", **statement}
 
 
 def _condition(permission: Permission, values: dict[str, list[str]]) -> dict[str, Any]:
@@ -69,9 +105,52 @@ def _condition(permission: Permission, values: dict[str, list[str]]) -> dict[str
 
 
 def assume_role_statement(role_arns: list[str]) -> dict[str, Any]:
-    return {
-        "Sid": "KillswitchAssumeOperatorRoles",
-        "Effect": "Allow",
-        "Action": ["sts:AssumeRole"],
-        "Resource": sorted(role_arns) if len(role_arns) > 1 else role_arns[0],
-    }
+    return content_sid(
+        {
+            "Effect": "Allow",
+            "Action": ["sts:AssumeRole"],
+            "Resource": sorted(role_arns) if len(role_arns) > 1 else role_arns[0],
+        }
+    )
+
+
+def boundary_statements() -> list[dict[str, Any]]:
+    """Denies a permissions boundary adds to the least privilege: the operator role can
+    neither drop its boundary nor grant through any policy but killswitch's own, all of
+    which live under the IAM path /killswitch/ (the allow-list narrows them to the
+    inventory's names; an Allow written there fails the iam-deny read-back). The same
+    for every entry, so several entries print them once."""
+    ours = "arn:aws:iam::*:policy/killswitch/*"
+    denies: list[dict[str, Any]] = [
+        {
+            "Effect": "Deny",
+            "Action": [
+                "iam:DeleteRolePermissionsBoundary",
+                "iam:DeleteUserPermissionsBoundary",
+                "iam:PutRolePermissionsBoundary",
+                "iam:PutUserPermissionsBoundary",
+            ],
+            "Resource": "*",
+        },
+        {
+            "Effect": "Deny",
+            "Action": [
+                "iam:CreatePolicy",
+                "iam:CreatePolicyVersion",
+                "iam:SetDefaultPolicyVersion",
+            ],
+            "NotResource": ours,
+        },
+        {
+            "Effect": "Deny",
+            "Action": ["iam:AttachGroupPolicy", "iam:AttachRolePolicy", "iam:AttachUserPolicy"],
+            "Resource": "*",
+            "Condition": {"ArnNotLike": {"iam:PolicyARN": ours}},
+        },
+        {
+            "Effect": "Deny",
+            "Action": ["iam:PutGroupPolicy", "iam:PutRolePolicy", "iam:PutUserPolicy"],
+            "Resource": "*",
+        },
+    ]
+    return [content_sid(statement) for statement in denies]

@@ -21,6 +21,8 @@ DEFAULTS: dict[str, dict[Kind, float]] = {
     "iam": {"read": 20.0, "write": 5.0},
     "elbv2": {"read": 10.0, "write": 5.0},
     "sts": {"read": 10.0, "write": 10.0},
+    # Organizations publishes no per-API rates either; its calls go to one endpoint.
+    "organizations": {"read": 10.0, "write": 5.0},
 }
 FALLBACK: dict[Kind, float] = {"read": 10.0, "write": 2.0}
 

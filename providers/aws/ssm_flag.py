@@ -28,6 +28,8 @@ class SsmFlag:
     permissions: ClassVar[tuple[Permission, ...]] = (
         Permission("ssm:GetParameter", "arn:aws:ssm:*:*:parameter{ssm_prefix}/*"),
         Permission("ssm:PutParameter", "arn:aws:ssm:*:*:parameter{ssm_prefix}/*"),
+        # Drift discovery lists the path in unlisted regions: authorised on the path itself.
+        Permission("ssm:GetParametersByPath", "arn:aws:ssm:*:*:parameter{ssm_prefix}"),
     )
 
     def __init__(self, provider: AwsProvider) -> None:
