@@ -32,6 +32,7 @@ log = structlog.get_logger("killswitch.probes")
 
 EFFECTIVE = "effective"
 NOT_EFFECTIVE = "not-effective"
+EFFECT_AFTER = "effect after "  # how an effective target's detail begins: seconds follow
 
 
 @dataclass(frozen=True)
@@ -146,7 +147,7 @@ class Prober:
                     since = written_at.get(target_id, started)
                     seconds = max(0.0, now - since)
                     found[target_id] = Effect(
-                        target_id, True, seconds, f"effect after {seconds:.2f}s"
+                        target_id, True, seconds, f"{EFFECT_AFTER}{seconds:.2f}s"
                     )
                     del waiting[target_id]
                 else:

@@ -14,6 +14,7 @@ import pytest
 
 from killswitch.enforcer import Enforcer, SsmSource
 from tests.conftest import Workspace
+from tests.integration.test_drift_schedule import Receiver, receiver  # noqa: F401
 from tests.support.gateway import Gateway
 
 TOKENS = {"us-analyst": "us-person", "contractor": ""}
@@ -55,7 +56,9 @@ def gateways(ws: Workspace) -> Iterator[StartGateway]:
         gateway.served.stop()
 
 
-def with_probe(ws: Workspace, gateway: Gateway, monkeypatch: pytest.MonkeyPatch) -> None:
+def with_probe(
+    ws: Workspace, gateway: Gateway, monkeypatch: pytest.MonkeyPatch, **extra: object
+) -> None:
     monkeypatch.setenv("PROBE_US_TOKEN", "us-analyst")
     monkeypatch.setenv("PROBE_CONTRACTOR_TOKEN", "contractor")
     ws.write_inventory(
@@ -76,6 +79,7 @@ def with_probe(ws: Workspace, gateway: Gateway, monkeypatch: pytest.MonkeyPatch)
                 "every_seconds": 0.05,
             }
         },
+        **extra,
     )
 
 
@@ -85,10 +89,14 @@ def row(result: dict[str, object], target: str = TARGET) -> dict[str, object]:
 
 
 def test_a_revoke_is_proven_by_the_gateway_refusing_every_caller(
-    ws: Workspace, gateways: StartGateway, monkeypatch: pytest.MonkeyPatch
+    ws: Workspace,
+    gateways: StartGateway,
+    monkeypatch: pytest.MonkeyPatch,
+    receiver: Receiver,  # noqa: F811  (the fixture, imported above)
 ) -> None:
     gateway = gateways()
-    with_probe(ws, gateway, monkeypatch)
+    with_probe(ws, gateway, monkeypatch, notify={"webhook_env": "KS_WEBHOOK"})
+    monkeypatch.setenv("KS_WEBHOOK", receiver.url)
 
     result = ws.run("revoke", "-m", "mythos-5", "-r", REGION, "--reason", "order", "--yes",
                     "-o", "json")  # fmt: skip
@@ -99,6 +107,8 @@ def test_a_revoke_is_proven_by_the_gateway_refusing_every_caller(
     assert str(proven["error"]).startswith("effect after ")
     assert gateway.call("mythos-5", "us-analyst")[0] == 403
     assert gateway.call("fable-5", "contractor")[0] == 200  # another model is untouched
+    [message] = receiver.messages  # on-call hears how long the serving path took
+    assert "effective at the gateways within" in message["text"]
 
 
 def test_a_gateway_that_ignores_the_flag_makes_the_revoke_partial(
