@@ -58,43 +58,80 @@ def cli(
     from killswitch import logs
 
     logs.configure(log_level)
-    ctx.obj = Session(inventory_path, actor, concurrency)
+    if isinstance(ctx.obj, Session):  # main() made it, to know the output format on errors
+        ctx.obj.inventory_path, ctx.obj.actor = inventory_path, actor
+        ctx.obj.concurrency = concurrency
+    else:
+        ctx.obj = Session(inventory_path, actor, concurrency)
 
 
 # -- entry point ----------------------------------------------------------------
 
 
-def _fail(message: str, code: int) -> int:
+def _fail(message: str, code: int, session: Session | None = None, hint: str = "") -> int:
+    """Show an error: red text on stderr; with ``--output json`` also one JSON object on
+    stdout (``error.code``, ``message``, ``hint``), so a script always has JSON to read."""
     from killswitch.text import printable
 
     color = sys.stderr.isatty() and "NO_COLOR" not in os.environ
     lines = [printable(line) for line in message.split("\n")]
     click.secho("error: " + "\n".join(lines), fg="red", err=True, color=color)
+    if session is not None and session.output == "json":
+        from killswitch import render
+
+        error = {"code": int(code), "message": message, "hint": hint or None}
+        render.emit_json({"error": error})
     return code
 
 
 def main(argv: list[str] | None = None) -> NoReturn:
     """Run the CLI and exit with a documented code; never a traceback for a known error."""
+    session = Session(None, None, None)
     try:
-        code = cli.main(args=argv, prog_name="killswitch", standalone_mode=False)
+        code = cli.main(args=argv, prog_name="killswitch", standalone_mode=False, obj=session)
         code = int(code or 0)
     except click.exceptions.NoArgsIsHelpError as exc:
         click.echo(exc.ctx.get_help() if exc.ctx else "", err=False)
         code = 0
     except click.UsageError as exc:
         exc.show()
-        code = ExitCode.USAGE
+        code = _json_only(session, exc.format_message(), ExitCode.USAGE)
     except click.exceptions.Exit as exc:
         code = exc.exit_code
     except click.Abort:
-        code = _fail("aborted; nothing more was changed", ExitCode.ERROR)
+        code = _fail("aborted; nothing more was changed", ExitCode.ERROR, session)
     except KillswitchError as exc:
-        code = _fail(str(exc), exc.exit_code)
+        code = _fail(str(exc), exc.exit_code, session, _hint(exc))
     except KeyboardInterrupt:
-        code = _fail("interrupted; `killswitch ops list` shows what ran", ExitCode.ERROR)
+        hint = "killswitch ops list  # then: killswitch ops resume OP"
+        code = _fail(
+            "interrupted; `killswitch ops list` shows what ran", ExitCode.ERROR, session, hint
+        )
     except Exception as exc:
         import structlog
 
         structlog.get_logger("killswitch").exception("unexpected error")
-        code = _fail(f"unexpected error: {exc!r}", ExitCode.ERROR)
+        code = _fail(f"unexpected error: {exc!r}", ExitCode.ERROR, session)
     sys.exit(code)
+
+
+def _json_only(session: Session, message: str, code: int) -> int:
+    """A click usage error is already shown on stderr; scripts get the JSON object too."""
+    if session.output == "json":
+        from killswitch import render
+
+        render.emit_json({"error": {"code": int(code), "message": message, "hint": None}})
+    return code
+
+
+def _hint(exc: KillswitchError) -> str:
+    """The next command to run after ``exc``, where one is known."""
+    from killswitch.errors import AwaitingApproval, LockHeld, Superseded
+
+    if isinstance(exc, LockHeld):
+        return "killswitch lock status"
+    if isinstance(exc, AwaitingApproval):
+        return f"killswitch approve {exc.op_id}  # run by another person"
+    if isinstance(exc, Superseded):
+        return "killswitch restore …  # a new request, with its own approvals"
+    return ""

@@ -213,3 +213,14 @@ def _env() -> dict[str, str]:
     import os
 
     return dict(os.environ)
+
+
+def test_a_script_asking_for_json_gets_its_errors_as_json_too(ws: Workspace) -> None:
+    unknown = ws.run("approve", "op-nope", "--yes", "-o", "json")
+    typo = ws.run("revoke", "-m", "no-such-model", "--reason", "r", "--yes", "-o", "json")
+
+    for result in (unknown, typo):
+        assert result.code == 64
+        error = result.json()["error"]
+        assert error["code"] == 64
+        assert error["message"] and error["message"] in result.stderr
