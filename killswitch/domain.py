@@ -217,10 +217,17 @@ class OpStatus(StrEnum):
     # within policy.restore.expires_after: it never re-opens either.
     DECLINED = "declined"
     EXPIRED = "expired"
+    # Cut short by the operator (Ctrl-C) while applying: `ops resume` finishes it.
+    INTERRUPTED = "interrupted"
 
     @property
     def unfinished(self) -> bool:
-        return self in (OpStatus.AWAITING_APPROVAL, OpStatus.RUNNING, OpStatus.PARTIAL)
+        return self in (
+            OpStatus.AWAITING_APPROVAL,
+            OpStatus.RUNNING,
+            OpStatus.PARTIAL,
+            OpStatus.INTERRUPTED,
+        )
 
 
 class StepResult(StrEnum):

@@ -12,6 +12,7 @@ __all__ = [  # ExitCode lives in killswitch/outcome.py; errors carry it, so it i
     "AwaitingApproval",
     "DeadlinePassed",
     "ExitCode",
+    "Interrupted",
     "InventoryError",
     "KillswitchError",
     "LeaseLost",
@@ -159,6 +160,20 @@ class RetryableError(ProviderError):
 
 class PermanentError(ProviderError):
     """Access denied, not found, invalid: retrying will not help."""
+
+
+class Interrupted(KillswitchError):
+    """The operator stopped an op while it was applying (Ctrl-C): what was done stays
+    done, journaled; the rest waits for ``ops resume``."""
+
+    exit_code = ExitCode.PARTIAL
+
+    def __init__(self, op_id: str) -> None:
+        self.op_id = op_id
+        super().__init__(
+            f"interrupted: op {op_id} was cut short while applying; what it did is "
+            f"journaled. Finish it with `killswitch ops resume {op_id}`"
+        )
 
 
 class AuditBroken(KillswitchError):

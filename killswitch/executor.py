@@ -32,7 +32,7 @@ from killswitch.domain import (
     Target,
     utcnow,
 )
-from killswitch.errors import KillswitchError, LeaseLost
+from killswitch.errors import Interrupted, KillswitchError, LeaseLost
 from killswitch.fleet import Fleet
 from killswitch.lease import Heartbeat, LockRules, Waiting, take
 from killswitch.probes import Prober
@@ -157,13 +157,28 @@ class Executor:
             elif change.kind is ChangeKind.UNSUPPORTED:
                 self._record(op, change, StepResult.REFUSED, held, error=change.error)
         self._written.clear()
-        for wave in self._waves(op.action, [_unknown_as_change(c) for c in work]):
-            self._apply_wave(op, wave, held, deadline)
-        if op.action.tightens and self.must_settle(held):
-            self._settle(op, plan, held, deadline)
-        if self.prober is not None:
-            self._prove(op, plan, held, deadline)
+        try:
+            for wave in self._waves(op.action, [_unknown_as_change(c) for c in work]):
+                self._apply_wave(op, wave, held, deadline)
+            if op.action.tightens and self.must_settle(held):
+                self._settle(op, plan, held, deadline)
+            if self.prober is not None:
+                self._prove(op, plan, held, deadline)
+        except KeyboardInterrupt:
+            self._interrupted(op, held)
+            raise Interrupted(op.id) from None
         return self._finish(op, held)
+
+    def _interrupted(self, op: Operation, held: Held) -> None:
+        """Ctrl-C while applying: say so in the op and the audit log, so `ops list` shows
+        it and `ops resume` finishes it (best effort: the lease may be gone already)."""
+        try:
+            self.store.set_op_status(op.id, OpStatus.INTERRUPTED, held.lease)
+            self.store.append_audit(
+                self.owner, "op.interrupted", op.id, {"status": OpStatus.INTERRUPTED.value}
+            )
+        except KillswitchError as exc:
+            log.warning("could not mark the op interrupted", op=op.id, error=str(exc))
 
     def _prove(self, op: Operation, plan: Plan, held: Held, deadline: float) -> None:
         """Probe every target that holds its posture now until the serving path agrees

@@ -43,13 +43,20 @@ def fan_out(
         with gates[key(item)]:
             return work(item)
 
-    with ThreadPoolExecutor(max_workers=min(total, max(1, len(items)))) as pool:
+    pool = ThreadPoolExecutor(max_workers=min(total, max(1, len(items))))
+    finished = False
+    try:
         futures: dict[Future[Result], Item] = {
             pool.submit(gated, i): i for i in _in_turn(items, spread or key)
         }
         for future in as_completed(futures):
             error = future.exception()
             yield futures[future], (error if error is not None else future.result())
+        finished = True
+    finally:
+        # Cut short (Ctrl-C, the caller stopped): start nothing more and do not wait for
+        # calls in flight; each is bounded by its own deadline and ends on its own.
+        pool.shutdown(wait=finished, cancel_futures=not finished)
 
 
 def _in_turn(items: Sequence[Item], group: Callable[[Item], Hashable]) -> list[Item]:

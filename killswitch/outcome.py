@@ -40,6 +40,7 @@ class Outcome(StrEnum):
     SUPERSEDED = "superseded"
     DECLINED = "declined"
     EXPIRED = "expired"
+    INTERRUPTED = "interrupted"  # Ctrl-C while applying: resume it
 
     @property
     def exit_code(self) -> ExitCode:
@@ -63,4 +64,5 @@ EXIT_CODES = {
     Outcome.SUPERSEDED: ExitCode.SUPERSEDED,
     Outcome.DECLINED: ExitCode.SUPERSEDED,
     Outcome.EXPIRED: ExitCode.SUPERSEDED,
+    Outcome.INTERRUPTED: ExitCode.PARTIAL,
 }

@@ -35,6 +35,7 @@ STATUS_OF = {
     "op.superseded": OpStatus.SUPERSEDED,
     "op.expired": OpStatus.EXPIRED,
     "restore.declined": OpStatus.DECLINED,
+    "op.interrupted": OpStatus.INTERRUPTED,
 }
 APPROVAL_KINDS = ("restore.requested-approval", "restore.approved")
 

@@ -10,7 +10,7 @@ from typing import NoReturn
 import click
 
 from killswitch.cli.session import Session
-from killswitch.errors import ExitCode, KillswitchError
+from killswitch.errors import ExitCode, Interrupted, KillswitchError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -100,6 +100,13 @@ def main(argv: list[str] | None = None) -> NoReturn:
         code = exc.exit_code
     except click.Abort:
         code = _fail("aborted; nothing more was changed", ExitCode.ERROR, session)
+    except Interrupted as exc:
+        code = _fail(str(exc), exc.exit_code, session, _hint(exc))
+        # Calls still in flight would hold the exit until their own timeouts; the op is
+        # journaled and marked, and our lease is released: leave now.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
     except KillswitchError as exc:
         code = _fail(str(exc), exc.exit_code, session, _hint(exc))
     except KeyboardInterrupt:
@@ -126,8 +133,10 @@ def _json_only(session: Session, message: str, code: int) -> int:
 
 def _hint(exc: KillswitchError) -> str:
     """The next command to run after ``exc``, where one is known."""
-    from killswitch.errors import AwaitingApproval, LockHeld, Superseded
+    from killswitch.errors import AwaitingApproval, Interrupted, LockHeld, Superseded
 
+    if isinstance(exc, Interrupted):
+        return f"killswitch ops resume {exc.op_id}"
     if isinstance(exc, LockHeld):
         return "killswitch lock status"
     if isinstance(exc, AwaitingApproval):

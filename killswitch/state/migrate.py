@@ -31,6 +31,7 @@ MARKER = "break_glass"  # payload key of an audit event uploaded from a spool
 RANK = {
     OpStatus.AWAITING_APPROVAL: 0,
     OpStatus.RUNNING: 1,
+    OpStatus.INTERRUPTED: 1,
     OpStatus.PARTIAL: 2,
     OpStatus.COMPLETE: 3,
     OpStatus.SUPERSEDED: 4,

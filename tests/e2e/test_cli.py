@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 
@@ -224,3 +225,25 @@ def test_a_script_asking_for_json_gets_its_errors_as_json_too(ws: Workspace) -> 
         error = result.json()["error"]
         assert error["code"] == 64
         assert error["message"] and error["message"] in result.stderr
+
+
+def test_ctrl_c_mid_revoke_marks_the_op_interrupted_and_names_the_resume(
+    faulty_ws: Workspace, proxy: FaultProxy
+) -> None:
+    ws = faulty_ws
+    proxy.add(for_action("PutParameter"), fault="delay", times=3)  # three writes go through …
+    hold = proxy.add(for_action("PutParameter"), fault="hold")  # … the fourth hangs
+    process = ws.spawn("revoke", "-m", "all", "--reason", "r", "--yes")
+    wait_for(lambda: hold.fired > 0, "the fourth write")
+    process.send_signal(signal.SIGINT)  # the operator presses Ctrl-C
+    _, err = process.communicate(timeout=60)
+    hold.gate.set()
+    proxy.clear()
+
+    assert process.returncode == 3, err
+    [op] = ws.run("ops", "list", "-o", "json").json()["ops"]
+    assert op["status"] == "interrupted"
+    assert f"killswitch ops resume {op['id']}" in err
+    resumed = ws.run("ops", "resume", op["id"], "--yes")
+    assert resumed.code == 0, resumed.stderr
+    assert all(ws.posture(r, m) == "revoked" for r in US + NON_US for m in MODELS)
