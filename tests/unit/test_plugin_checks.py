@@ -88,7 +88,7 @@ class FromTheFuture(Fine):
 
 @pytest.mark.parametrize("provider_type", ["aws", "partner", "kubernetes", "jsonfile"])
 def test_every_installed_provider_loads_through_the_checks(provider_type: str) -> None:
-    assert registry.provider_types() == ["aws", "jsonfile", "kubernetes", "partner"]
+    assert provider_type in registry.provider_types()
     assert registry.load(provider_type).type == provider_type
 
 
