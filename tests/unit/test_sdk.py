@@ -12,6 +12,7 @@ from killswitch.domain import Target
 from killswitch.errors import PermanentError
 from killswitch.sdk import SecretFields, SecretRef, TokenBucket
 from providers.partner import PartnerProvider
+from tests.support.clocks import FakeClock
 
 SECRET = "s3cr3t-never-shown"
 
@@ -48,19 +49,8 @@ def test_a_config_takes_one_secret_reference_by_name_never_the_secret() -> None:
         SecretFields(secret_env=SECRET)
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
-
-
 def test_the_token_bucket_waits_for_its_rate_and_halves_it_on_throttling() -> None:
-    clock = Clock()
+    clock = FakeClock()
     bucket = TokenBucket(2.0, clock=clock, sleep=clock.sleep)
 
     waits = [bucket.acquire() for _ in range(4)]
