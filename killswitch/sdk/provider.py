@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel
 
 from killswitch.contract import Mechanism, Problem
-from killswitch.domain import Target
+from killswitch.domain import Target, is_valid_name
 from killswitch.sdk.levers import Levers
 
 API_VERSION = 1  # what the `killswitch.providers` entry-point group promises (docs/sdk.md)
@@ -41,9 +41,25 @@ class ProviderBase:
     # -- checks beyond the config's schema -------------------------------------------
     @classmethod
     def check(cls, config: Any, models: Mapping[str, Mapping[str, Any]]) -> list[Problem]:
-        """Each listed lever exists and is listed once; extend for more."""
+        """Each listed lever exists and is listed once, each region is a name a target id
+        can carry, once; extend for more."""
         listed = getattr(config, "mechanisms", None)
-        return [] if listed is None else cls.lever_problems(listed)
+        problems = [] if listed is None else cls.lever_problems(listed)
+        return problems + cls.region_problems(getattr(config, "regions", None) or [])
+
+    @staticmethod
+    def region_problems(regions: Iterable[str]) -> list[Problem]:
+        problems: list[Problem] = []
+        seen: set[str] = set()
+        for i, region in enumerate(regions):
+            if not is_valid_name(region):
+                problems.append(
+                    Problem(("regions", i), f"region {region!r} must match [a-z0-9._-]")
+                )
+            elif region in seen:
+                problems.append(Problem(("regions", i), f"region {region!r} listed twice"))
+            seen.add(region)
+        return problems
 
     @classmethod
     def lever_problems(cls, listed: Iterable[str]) -> list[Problem]:

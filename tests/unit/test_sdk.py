@@ -80,4 +80,13 @@ def test_provider_base_checks_listed_levers_and_models_and_builds_targets() -> N
         {"lever": "flag-file", "action": "read", "resource": "{directory}/*/*.json"},
         {"lever": "flag-file", "action": "write", "resource": "{directory}/*/*.json"},
     ]
+    assert [
+        p.message
+        for p in JsonFileProvider.check(
+            JsonFileConfig(directory="/f", regions=["eu", "../x", "eu"]), {}
+        )
+    ] == [
+        "region '../x' must match [a-z0-9._-]",
+        "region 'eu' listed twice",
+    ]
     assert provider.call_bound_seconds() == 15.0  # no timeout configured: 5 s + 10 s
