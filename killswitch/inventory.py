@@ -336,7 +336,11 @@ def load(path: Path) -> Inventory:
                 )
             )
             continue
-        cls = registry.load(entry.type)
+        try:
+            cls = registry.load(entry.type)
+        except registry.PluginRefused as exc:
+            problems.append(at(("providers", name, "type"), str(exc)))
+            continue
         body = entry.model_dump(exclude={"type"})
         try:
             config = cls.config_model.model_validate(body)

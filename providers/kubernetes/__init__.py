@@ -15,41 +15,41 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel
 
-from killswitch.contract import Mechanism, Problem
-from killswitch.domain import Target
-from providers.base import Levers, within
+from killswitch.contract import Problem
+from killswitch.sdk import ProviderBase, within
 from providers.kubernetes.config import KubernetesConfig, check, selector_for
 from providers.kubernetes.labels import LabelSelector
 
 if TYPE_CHECKING:
     from providers.kubernetes.client import Apis, Obj
 
-# name → "module:Class", imported on first use.
-MECHANISMS: dict[str, str] = {
-    "configmap-flag": "providers.kubernetes.configmap_flag:ConfigMapFlag",
-    "network-policy": "providers.kubernetes.network_policy:NetworkPolicyLever",
-    "scale": "providers.kubernetes.scale:Scale",
-}
 
-
-class KubernetesProvider:
+class KubernetesProvider(ProviderBase):
     type: ClassVar[str] = "kubernetes"
     config_model: ClassVar[builtins.type[BaseModel]] = KubernetesConfig
-    mechanism_names: ClassVar[frozenset[str]] = frozenset(MECHANISMS)
+    # name → "module:Class", imported on first use.
+    levers: ClassVar[Mapping[str, str]] = {
+        "configmap-flag": "providers.kubernetes.configmap_flag:ConfigMapFlag",
+        "network-policy": "providers.kubernetes.network_policy:NetworkPolicyLever",
+        "scale": "providers.kubernetes.scale:Scale",
+    }
+    config: KubernetesConfig
 
     @classmethod
     def check(cls, config: Any, models: Mapping[str, Mapping[str, Any]]) -> list[Problem]:
-        return check(config, models, set(MECHANISMS))
+        problems = cls.lever_problems(config.mechanisms)
+        problems += cls.unknown_models("models", config.models or [], models)
+        return problems + check(config, models)
 
     def __init__(self, name: str, config: Any, models: Mapping[str, Mapping[str, Any]]) -> None:
-        self.name = name
-        self.config: KubernetesConfig = config
-        self.models = models
-        self._levers = Levers(self, MECHANISMS)
+        super().__init__(name, config, models)
         self._apis: Apis | None = None
         self._lock = threading.RLock()  # fan-out threads build the client on first use
 
     # -- what it controls --------------------------------------------------------
+    def regions(self) -> list[str]:
+        return [self.config.region]
+
     @property
     def served(self) -> list[str]:
         """The models this cluster serves: the entry's ``models``, or every model."""
@@ -58,17 +58,6 @@ class KubernetesProvider:
     @property
     def namespaces(self) -> list[str]:
         return list(self.config.namespaces)
-
-    def targets(self) -> list[Target]:
-        """One target per lever and model, covering every listed namespace."""
-        return [
-            Target(self.type, self.name, self.config.region, mechanism, model)
-            for mechanism in self.config.mechanisms
-            for model in self.served
-        ]
-
-    def mechanism(self, name: str) -> Mechanism:
-        return self._levers.get(name)
 
     def selector(self, model: str) -> LabelSelector:
         return selector_for(self.models, model)
@@ -104,5 +93,5 @@ class KubernetesProvider:
         return within(self.call_bound_seconds(), where, lambda: request(apis, where, fn))
 
     def call_bound_seconds(self) -> float:
-        """A request's connect and read timeouts, end to end."""
+        """A request's connect and read timeouts (both ``timeout_seconds``), end to end."""
         return 2 * self.config.timeout_seconds

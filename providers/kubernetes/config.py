@@ -132,23 +132,10 @@ def selector_for(models: Mapping[str, Mapping[str, Any]], model: str) -> LabelSe
     return parse_selector(spec.selector) if spec.selector else model_selector(model)
 
 
-def check(
-    config: KubernetesConfig, models: Mapping[str, Mapping[str, Any]], mechanisms: set[str]
-) -> list[Problem]:
+def check(config: KubernetesConfig, models: Mapping[str, Mapping[str, Any]]) -> list[Problem]:
+    """Each served model's ``kubernetes:`` section, and the names its levers will use
+    (the provider checks the levers and models listed: ProviderBase)."""
     problems = []
-    for i, name in enumerate(config.mechanisms):
-        if name not in mechanisms:
-            known = ", ".join(sorted(mechanisms))
-            problems.append(
-                Problem(("mechanisms", i), f"unknown mechanism {name!r} (kubernetes has: {known})")
-            )
-        elif config.mechanisms.index(name) != i:
-            problems.append(Problem(("mechanisms", i), f"mechanism {name!r} listed twice"))
-    for i, model in enumerate(config.models or []):
-        if model not in models:
-            problems.append(
-                Problem(("models", i), f"unknown model {model!r} (not in the inventory's models)")
-            )
     served = config.models if config.models is not None else list(models)
     for model in served:
         try:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from killswitch.contract import ApplyContext, Permission
 from killswitch.domain import OPEN, Access, Observed, Posture, Target
-from providers.flag import CorruptFlag, flag_document, parse_flag
+from killswitch.sdk import CorruptFlag, Wave, flag_document, parse_flag
 from providers.kubernetes.client import NotFound, Obj, guarded
 from providers.kubernetes.namespaces import combine
 
@@ -32,7 +32,7 @@ MANAGED_BY = {"app.kubernetes.io/managed-by": "killswitch"}
 class ConfigMapFlag:
     name: ClassVar[str] = "kubernetes.configmap-flag"
     supports: ClassVar[frozenset[Posture]] = frozenset(Posture)
-    wave: ClassVar[int] = 0
+    wave: ClassVar[int] = Wave.EDGE
     permissions: ClassVar[tuple[Permission, ...]] = (
         Permission("get", "configmaps/{configmap}"),
         Permission("patch", "configmaps/{configmap}"),

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from killswitch.contract import ApplyContext, Permission
 from killswitch.domain import OPEN, Access, Observed, Posture, Target
 from killswitch.errors import PermanentError
+from killswitch.sdk import Wave
 from providers.kubernetes.client import NotFound, Obj, guarded
 from providers.kubernetes.config import POLICY_PREFIX
 from providers.kubernetes.namespaces import combine
@@ -38,7 +39,7 @@ class PolicyEdited(PermanentError):
 class NetworkPolicyLever:
     name: ClassVar[str] = "kubernetes.network-policy"
     supports: ClassVar[frozenset[Posture]] = frozenset(Posture)
-    wave: ClassVar[int] = 1
+    wave: ClassVar[int] = Wave.ACCESS
     permissions: ClassVar[tuple[Permission, ...]] = (
         Permission("get", f"{POLICY}/{POLICY_PREFIX}{{model}}"),
         Permission("update", f"{POLICY}/{POLICY_PREFIX}{{model}}"),

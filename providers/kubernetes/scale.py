@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 from killswitch.contract import ApplyContext, Permission
 from killswitch.domain import OPEN, Access, Observed, Posture, Target
 from killswitch.errors import PermanentError
+from killswitch.sdk import Wave
 from providers.kubernetes.client import CONFLICT_ATTEMPTS, Conflict, NotFound, Obj
 from providers.kubernetes.namespaces import MixedPosture
 
@@ -103,7 +104,7 @@ class Workload:
 class Scale:
     name: ClassVar[str] = "kubernetes.scale"
     supports: ClassVar[frozenset[Posture]] = frozenset({Posture.OPEN, Posture.REVOKED})
-    wave: ClassVar[int] = 2
+    wave: ClassVar[int] = Wave.CAPACITY
     permissions: ClassVar[tuple[Permission, ...]] = (
         Permission("list", "deployments.apps"),
         Permission("get", "deployments.apps"),

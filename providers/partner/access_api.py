@@ -23,7 +23,7 @@ import urllib3
 from killswitch.contract import ApplyContext, Permission
 from killswitch.domain import Access, Observed, Posture, Target
 from killswitch.errors import PermanentError, ProviderError, RetryableError
-from providers.base import within
+from killswitch.sdk import Wave, within
 
 if TYPE_CHECKING:
     from providers.partner import PartnerProvider
@@ -58,7 +58,7 @@ class Reply:
 class AccessApi:
     name: ClassVar[str] = "partner.access-api"
     supports: ClassVar[frozenset[Posture]] = frozenset(Posture)
-    wave: ClassVar[int] = 0
+    wave: ClassVar[int] = Wave.EDGE
     permissions: ClassVar[tuple[Permission, ...]] = (
         Permission("GET", "/v1/models/*/regions/*/access"),
         Permission("PUT", "/v1/models/*/regions/*/access"),

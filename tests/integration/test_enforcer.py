@@ -40,9 +40,9 @@ from tests.integration.test_kubernetes import (  # noqa: F401  (fixtures)
     clusters,
     kube_server_class,
 )
+from tests.support.clocks import FakeClock
 from tests.support.faultproxy import FaultProxy, for_action
 from tests.support.gateway import (
-    FakeClock,
     Gateway,
     MountedConfigMap,
     Served,

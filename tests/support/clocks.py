@@ -21,3 +21,18 @@ class AheadClock:
 
     def now(self) -> datetime:
         return datetime.now(UTC) + self.ahead
+
+
+class FakeClock:
+    """A monotonic clock the test moves by hand; ``sleep`` moves it, without waiting."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+    sleep = advance

@@ -23,19 +23,6 @@ from killswitch.enforcer import AUDIENCE_HEADER, Enforcer, KillswitchMiddleware
 from killswitch.enforcer.asgi import App, Receive, Scope, Send, send_json
 
 
-class FakeClock:
-    """A monotonic clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
 async def model_server(scope: Scope, receive: Receive, send: Send) -> None:
     """The stand-in model: ``/v1/models/{model}/generate`` answers 200 with a completion."""
     if scope["type"] != "http":
