@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import structlog
@@ -26,6 +25,7 @@ import structlog
 from killswitch.clock import SYSTEM, Clock
 from killswitch.domain import Access, Posture, Target
 from killswitch.inventory import CallerSpec, Inventory, ProbeSpec
+from killswitch.sdk import within
 from killswitch.text import excerpt, printable
 
 log = structlog.get_logger("killswitch.probes")
@@ -77,14 +77,11 @@ def ask(probe: ProbeSpec, model: str, caller: CallerSpec) -> int | str:
         return int(http.request(probe.method, url, headers=headers, redirect=False).status)
 
     # The whole request is bounded, not each read: a gateway that drips its answer is
-    # no answer. The worker is abandoned past the bound (its own timeouts end it).
-    worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="probe")
+    # no answer (killswitch.sdk.within).
     try:
-        return worker.submit(call).result(timeout=probe.timeout_seconds)
+        return within(probe.timeout_seconds, f"probe {url}", call)
     except Exception as exc:  # refused, reset, timed out: no answer is no proof either way
         return f"no answer ({type(exc).__name__})"
-    finally:
-        worker.shutdown(wait=False)
 
 
 class Prober:
