@@ -150,33 +150,39 @@ class DynamoDbStore:
             return reply
         except ParamValidationError:
             raise
-        except BotoCoreError as exc:
-            raise StoreUnreachable(self._unreachable(str(exc))) from None
-        except ClientError as exc:
-            code = _error_code(exc)
-            if code == "ResourceNotFoundException":
-                if missing_ok:
-                    return {}
-                where = f" at {self.url.endpoint_url}" if self.url.endpoint_url else ""
-                raise UsageError(
-                    f"state table {self.table!r} does not exist in {self.url.region}{where}; "
-                    f"create it with `killswitch state init` (state: {self.url})"
-                ) from None
-            status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
-            if code in UNREACHABLE_CODES or status >= 500:
-                raise StoreUnreachable(self._unreachable(f"{code}: {exc}")) from None
-            raise
+        except (BotoCoreError, ClientError) as exc:
+            if missing_ok and _code_of(exc) == "ResourceNotFoundException":
+                return {}
+            raise self._classified(exc) from None
+
+    def _classified(self, exc: BotoCoreError | ClientError) -> Exception:
+        """What a failed call means here: the store is unreachable (revoke falls back to
+        the spool), the table is missing (a usage error), or the request was wrong."""
+        if isinstance(exc, BotoCoreError):
+            return StoreUnreachable(self._unreachable(str(exc)))
+        code = _error_code(exc)
+        if code == "ResourceNotFoundException":
+            where = f" at {self.url.endpoint_url}" if self.url.endpoint_url else ""
+            return UsageError(
+                f"state table {self.table!r} does not exist in {self.url.region}{where}; "
+                f"create it with `killswitch state init` (state: {self.url})"
+            )
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
+        if code in UNREACHABLE_CODES or status >= 500:
+            return StoreUnreachable(self._unreachable(f"{code}: {exc}"))
+        return exc
 
     def _unreachable(self, reason: str) -> str:
         return f"cannot reach the state store {self.url} ({reason})"
 
     def _pages(self, operation: str, **params: Any) -> Iterator[Item]:
-        while True:
-            reply = self._call(operation, **params)
-            yield from reply.get("Items", [])
-            if "LastEvaluatedKey" not in reply:
-                return
-            params["ExclusiveStartKey"] = reply["LastEvaluatedKey"]
+        """Every item of a query or scan, page after page (boto3's paginator)."""
+        pages = self._client.get_paginator(operation).paginate(TableName=self.table, **params)
+        try:
+            for page in pages:
+                yield from page.get("Items", [])
+        except (BotoCoreError, ClientError) as exc:
+            raise self._classified(exc) from None
 
     def _query(self, pk: str, prefix: str = "") -> Iterator[Item]:
         """Every item of partition ``pk`` (whose sk starts with ``prefix``), in sk order."""
