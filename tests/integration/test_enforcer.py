@@ -97,7 +97,9 @@ def enforcer_for(source: Source, clock: FakeClock) -> Enforcer:
 
 
 def ssm_gateway(start: StartGateway, endpoint: str, region: str = "us-east-1") -> Gateway:
-    return start(SsmSource(region, endpoint_url=endpoint), name=f"aws/{region}")
+    return start(
+        SsmSource(region, endpoint_url=endpoint, timeout=READ_TIMEOUT), name=f"aws/{region}"
+    )
 
 
 def statuses(gw: Gateway) -> dict[str, int]:
@@ -144,7 +146,9 @@ def test_export_order_restrict_revoke_restore_reach_callers_through_an_ssm_gatew
 def test_stale_gateway_cache_keeps_serving_a_revoked_model_until_its_ttl(
     ws: Workspace, gateway: StartGateway, clock: FakeClock
 ) -> None:
-    slow = gateway(SsmSource("us-east-1", endpoint_url=ws.server), name="slow", ttl=60)
+    slow = gateway(
+        SsmSource("us-east-1", endpoint_url=ws.server, timeout=READ_TIMEOUT), name="slow", ttl=60
+    )
     ignoring = gateway(None, name="ignores-flags")
     assert slow.call(MODEL, "contractor")[0] == 200  # posture read (open) and cached
 

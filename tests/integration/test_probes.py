@@ -43,7 +43,9 @@ def gateways(ws: Workspace) -> Iterator[StartGateway]:
 
     def start(*, obeys: bool = True, ttl: float = 1.0, step: float = 5.0) -> Gateway:
         enforcer = (
-            Enforcer(SsmSource(REGION, endpoint_url=ws.server), ttl, 30.0, Ticking(step), 10.0)
+            Enforcer(
+                SsmSource(REGION, endpoint_url=ws.server, timeout=10), ttl, 30, Ticking(step), 10
+            )
             if obeys
             else None
         )

@@ -207,7 +207,7 @@ def test_without_a_terminal_a_run_needs_yes(ws: Workspace) -> None:
     code, run = _run(ws, "global-emergency-off", "--var", "models=mythos-5", "--var", "ticket=X")
 
     assert code == 64
-    assert "--yes" in run["stderr"]
+    assert "--yes" in run["error"]["message"]  # -o json: the error is JSON on stdout too
     assert all(ws.flag(r, "mythos-5") is None for r in US + NON_US)
 
 
