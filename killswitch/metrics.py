@@ -58,6 +58,31 @@ def drift_metrics(rows: Sequence[TargetReport], *, finished_at: float, duration:
     return "\n".join(lines) + "\n"
 
 
+def effect_metrics(rows: Sequence[TargetReport]) -> str:
+    """What the serving path says (drift --effect): per target, 1 when its probes agree
+    with the ledger's posture, 0 when not, and the seconds the probes took to agree."""
+    from killswitch.probes import EFFECTIVE, effect_seconds
+
+    lines = [
+        "# HELP killswitch_effective Whether the probes agree with the ledger's posture (1/0).",
+        "# TYPE killswitch_effective gauge",
+    ]
+    seconds = []
+    for r in sorted(rows, key=lambda r: r.target.id):
+        labels = _labels(model=r.target.model, provider=r.target.provider, region=r.target.region,
+                         target=r.target.id)  # fmt: skip
+        lines.append(f"killswitch_effective{labels} {1 if r.result == EFFECTIVE else 0}")
+        took = effect_seconds(r.result, r.error)
+        if took is not None:
+            seconds.append(f"killswitch_time_to_effect_seconds{labels} {took:.3f}")
+    lines += [
+        "# HELP killswitch_time_to_effect_seconds Seconds until the probes agreed.",
+        "# TYPE killswitch_time_to_effect_seconds gauge",
+        *seconds,
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def write_atomically(path: Path, text: str) -> None:
     """Write beside the target and rename over it: the collector never reads half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -46,13 +46,9 @@ def op_message(action: str, report: Report, actor: str) -> dict[str, object]:
         f"killswitch {action} by {actor}: op {report.op_id} {report.status} "
         f"({_counts(report.rows)})"
     )
-    from killswitch.probes import EFFECT_AFTER
+    from killswitch.probes import effect_seconds
 
-    effects = [
-        float(r.error.removeprefix(EFFECT_AFTER).rstrip("s"))
-        for r in report.rows
-        if r.result == "effective" and r.error and r.error.startswith(EFFECT_AFTER)
-    ]
+    effects = [s for r in report.rows if (s := effect_seconds(r.result, r.error)) is not None]
     if effects:  # proof by effect (killswitch/probes.py): how long the serving path took
         text += f"; effective at the gateways within {max(effects):.1f}s"
     return {"text": text}

@@ -35,6 +35,13 @@ NOT_EFFECTIVE = "not-effective"
 EFFECT_AFTER = "effect after "  # how an effective target's detail begins: seconds follow
 
 
+def effect_seconds(result: str, detail: str | None) -> float | None:
+    """The seconds to effect a report row says (``effect after 1.42s``), if any."""
+    if result != EFFECTIVE or not detail or not detail.startswith(EFFECT_AFTER):
+        return None
+    return float(detail.removeprefix(EFFECT_AFTER).rstrip("s"))
+
+
 @dataclass(frozen=True)
 class Effect:
     target_id: str

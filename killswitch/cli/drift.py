@@ -48,6 +48,12 @@ DRIFT_ACTOR = "drift-check"  # the label of a heal's op: who runs it comes from 
     metavar="URL",
     help="Post a Slack-compatible message on drift (default: the inventory's notify).",
 )
+@click.option(
+    "--effect",
+    is_flag=True,
+    help="Also probe the serving path (the inventory's probes): a gateway that stopped "
+    "obeying is drift too (exit 3).",
+)
 @session_options
 @lock_options
 @click.pass_obj
@@ -58,6 +64,7 @@ def drift(
     fix_open: bool,
     metrics_file: Path | None,
     notify_url: str | None,
+    effect: bool,
     **picks: Any,
 ) -> int:
     """Compare the ledger with what providers say.
@@ -74,12 +81,24 @@ def drift(
     url = notify_url or inventory_webhook(switch.inventory, "drift")
     if url and check.found.status is Outcome.DRIFT:
         notify.send(url, notify.drift_message(check.found, check.healed))
+    proven = switch.prove(make_selector(**picks)) if effect else None
     if metrics_file is not None:
         text = metrics.drift_metrics(
             check.final.rows, finished_at=time.time(), duration=time.monotonic() - started
         )
+        text += metrics.effect_metrics(proven.rows) if proven is not None else ""
         metrics.write_atomically(metrics_file, text)
-    finish(session, check.final, "drift")
+    code = int(check.exit_code)
+    if proven is None:
+        finish(session, check.final, "drift")
+    elif session.output == "json":  # one document: the drift report, and the probes'
+        from killswitch import render
+
+        render.emit_json(render.report_json(check.final) | {"effect": render.report_json(proven)})
+        code = max(code, int(proven.status.exit_code))
+    else:
+        finish(session, check.final, "drift")
+        code = max(code, finish(session, proven, "drift --effect: the serving path"))
     if check.healed:
         switch.anchor()
-    return int(check.exit_code)
+    return code

@@ -9,6 +9,7 @@ sets a caller's audience from its bearer token: all on 127.0.0.1 over real HTTP.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -179,3 +180,28 @@ def test_a_probe_url_with_credentials_or_another_scheme_is_refused(ws: Workspace
         assert result.code == 64, url
         assert "probes.p.url" in result.stderr or "probes" in result.stderr
         assert "pw" not in result.stderr
+
+
+def test_the_scheduled_drift_check_catches_a_gateway_that_stopped_obeying(
+    ws: Workspace, gateways: StartGateway, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with_probe(ws, gateways(obeys=False), monkeypatch)
+    faked = ws.run("revoke", "-m", "mythos-5", "-r", REGION, "--reason", "order", "--yes",
+                   "--deadline", "2")  # fmt: skip
+    assert faked.code == 3  # the gateway never obeyed
+    metrics = tmp_path / "killswitch.prom"
+
+    drift = ws.run("drift", "--effect", "-m", "mythos-5", "-r", REGION, "--deadline", "2",
+                   "--metrics-file", str(metrics), "-o", "json")  # fmt: skip
+
+    assert drift.code == 3, drift.stderr  # the levers agree with the ledger; the gateway not
+    assert drift.json()["status"] == "in-sync"
+    assert row(drift.json()["effect"])["result"] == "not-effective"
+    samples = {
+        (s.name, s.labels.get("target")): s.value
+        for family in text_string_to_metric_families(metrics.read_text())
+        for s in family.samples
+    }
+    assert samples[("killswitch_effective", TARGET)] == 0
