@@ -26,8 +26,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from killswitch.contract import ApplyContext, Permission
 from killswitch.domain import OPEN, Access, Observed, Posture, Target
 from killswitch.errors import PermanentError
-from providers.aws.bedrock_access import MAX_SCP, DenyNotes, DenyPolicy, canonical, observed
+from providers.aws.bedrock_access import MAX_SCP, canonical
 from providers.aws.config import model_aws
+from providers.aws.deny_policy import DenyNotes, DenyPolicy, observed
 from providers.aws.trust import SessionTagCheck
 
 if TYPE_CHECKING:

@@ -14,14 +14,9 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from killswitch.domain import Target
-from providers.aws.bedrock_access import (
-    ACTIONS,
-    FUTURE_REGION,
-    OUTSIDER,
-    REGION_KEY,
-    UNLISTED,
-    DenyPolicy,
-)
+from providers.aws.bedrock_access import ACTIONS, FUTURE_REGION, REGION_KEY, UNLISTED
+from providers.aws.deny_effect import OUTSIDER
+from providers.aws.deny_policy import DenyPolicy
 
 INVOKE = ("bedrock:InvokeModel", "bedrock:InvokeModelWithResponseStream")
 
