@@ -3,14 +3,13 @@
 the Kubernetes test server, the partner simulator, a directory of flag files. Writes are
 counted at the server, never by the lever.
 
-Not here yet: ``iam-deny`` and ``elb-rule`` (being rewritten on issue-16; they join this
-file when that lands).
+Every AWS lever too: ``ssm-flag``, ``iam-deny``, ``scp-deny`` and ``elb-rule``.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +64,60 @@ def test_ssm_flag_keeps_the_lever_contract(faulty_ws: Workspace, proxy: FaultPro
     assert report.rules == [*EVERY_RULE, "permissions cover the calls"]
     assert [a.posture for a in report.applied] == [Posture.REVOKED, Posture.RESTRICTED, "open"]
     assert faulty_ws.posture(target.region, "mythos-5") == "open"
+
+
+def aws_writes(proxy: FaultProxy) -> Callable[[], int]:
+    """Every request the levers sent through the proxy that is not a read."""
+
+    def count() -> int:
+        return sum(n for key, n in proxy.calls.items() if not key.split("@")[0].startswith(READS))
+
+    return count
+
+
+def test_iam_deny_keeps_the_lever_contract(faulty_ws: Workspace, proxy: FaultProxy) -> None:
+    from tests.integration.test_aws_iam_deny import ACCOUNTS, _write_inventory, iam_in
+
+    for account in ACCOUNTS:
+        iam_in(faulty_ws, account).create_role(RoleName="model-callers",
+                                               AssumeRolePolicyDocument="{}")  # fmt: skip
+    _write_inventory(faulty_ws, groups=[], policy={"restore": {"approvals": 1}})
+    provider = provider_of(faulty_ws, "bedrock-org")
+
+    report = conform(provider, target_of(provider, "iam-deny"), aws_writes(proxy))
+
+    assert report.rules == EVERY_RULE
+    assert report.applied[-1].posture is Posture.OPEN
+
+
+def test_scp_deny_keeps_the_lever_contract(faulty_ws: Workspace, proxy: FaultProxy) -> None:
+    from tests.integration.test_aws_scp_deny import org, write_org_inventory
+
+    client = org(faulty_ws)
+    client.create_organization(FeatureSet="ALL")
+    root = client.list_roots()["Roots"][0]["Id"]
+    ou = client.create_organizational_unit(ParentId=root, Name="ml")["OrganizationalUnit"]
+    write_org_inventory(faulty_ws, scp={"targets": [ou["Id"]]})
+    provider = provider_of(faulty_ws, "aws-org")
+
+    report = conform(provider, target_of(provider, "scp-deny"), aws_writes(proxy))
+
+    assert report.rules == EVERY_RULE
+    assert report.applied[-1].posture is Posture.OPEN
+
+
+def test_elb_rule_keeps_the_lever_contract(faulty_ws: Workspace, proxy: FaultProxy) -> None:
+    from tests.integration.test_aws_elb_rule import make_alb, write_inventory
+
+    alb = make_alb(faulty_ws, "eu-west-1", "gateway")
+    write_inventory(faulty_ws, listeners={"eu-west-1": list(alb.listeners)},
+                    regions=["eu-west-1"])  # fmt: skip
+    provider = provider_of(faulty_ws, "aws-prod")
+
+    report = conform(provider, target_of(provider, "elb-rule"), aws_writes(proxy))
+
+    assert report.rules == EVERY_RULE
+    assert report.applied[-1].posture is Posture.OPEN
 
 
 # ---------------------------------------------------------------- Kubernetes
