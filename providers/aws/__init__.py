@@ -52,6 +52,10 @@ class AwsProvider:
     type: ClassVar[str] = "aws"
     config_model: ClassVar[builtins.type[BaseModel]] = AwsConfig
     mechanism_names: ClassVar[frozenset[str]] = frozenset(MECHANISMS)
+    # The lever table the plug-in check reads on load (killswitch/registry.py), and the
+    # SDK version this provider is written against.
+    levers: ClassVar[dict[str, str]] = MECHANISMS
+    api_version: ClassVar[int] = 1
 
     @classmethod
     def check(cls, config: Any, models: Mapping[str, Mapping[str, Any]]) -> list[Problem]:

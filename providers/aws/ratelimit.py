@@ -9,8 +9,9 @@ decrease), so a large fan-out slows down instead of failing.
 from __future__ import annotations
 
 import threading
-import time
 from typing import Literal
+
+from killswitch.sdk import TokenBucket  # the SDK's: every provider paces with the same one
 
 Kind = Literal["read", "write"]
 
@@ -25,41 +26,6 @@ DEFAULTS: dict[str, dict[Kind, float]] = {
     "organizations": {"read": 10.0, "write": 5.0},
 }
 FALLBACK: dict[Kind, float] = {"read": 10.0, "write": 2.0}
-
-
-class TokenBucket:
-    def __init__(self, rate: float, burst: float | None = None) -> None:
-        self.base = rate
-        self.rate = rate
-        self.capacity = burst if burst is not None else max(1.0, rate)
-        self.tokens = self.capacity
-        self.stamp = time.monotonic()
-        self._lock = threading.Lock()
-
-    def acquire(self) -> float:
-        """Take one token, sleeping until there is one; return the time waited."""
-        waited = 0.0
-        while True:
-            with self._lock:
-                now = time.monotonic()
-                self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
-                self.stamp = now
-                if self.tokens >= 1.0:
-                    self.tokens -= 1.0
-                    return waited
-                pause = (1.0 - self.tokens) / self.rate
-            time.sleep(pause)
-            waited += pause
-
-    def throttled(self) -> None:
-        with self._lock:
-            self.rate = max(self.base / 16, self.rate / 2)
-            self.tokens = min(self.tokens, 0.0)
-
-    def succeeded(self) -> None:
-        with self._lock:
-            if self.rate < self.base:
-                self.rate = min(self.base, self.rate + self.base / 20)
 
 
 class RateLimits:
