@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Protocol
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 import structlog
 
@@ -32,7 +32,7 @@ from killswitch.domain import AuditEvent, utcnow
 from killswitch.errors import UsageError
 from killswitch.render import audit_json
 from killswitch.signing import Signer
-from killswitch.state import REGION
+from killswitch.state import REGION, url_params
 from killswitch.state.base import StateStore
 from killswitch.text import printable, redact_urls
 
@@ -243,28 +243,23 @@ def _s3_params(url: str) -> tuple[str, str, str, str | None, int]:
             f"anchor s3 URL: prefix {printable(prefix)!r}: up to 512 characters of "
             "A-Z a-z 0-9 ! _ . * ' ( ) - /, no empty or '..' segments"
         )
-    query = parse_qs(parts.query, keep_blank_values=True)
-    unknown = sorted(set(query) - {"region", "endpoint_url", "retain_days"})
-    if unknown:
-        raise UsageError(
-            f"anchor s3 URL: unknown parameter {printable(unknown[0])!r} "
-            "(known: region, endpoint_url, retain_days)"
-        )
-    if any(len(values) > 1 for values in query.values()):
-        raise UsageError("anchor s3 URL: give each parameter once")
-    region = query.get("region", [""])[0]
+    try:
+        query = url_params(parts.query, ("region", "endpoint_url", "retain_days"), "anchor s3 URL")
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    region = query.get("region", "")
     if not REGION.fullmatch(region):
         raise UsageError(
             "anchor s3 URL needs region=REGION (e.g. us-east-1), "
             f"got {printable(region) or 'none'!r}"
         )
-    endpoint = query.get("endpoint_url", [None])[0]
+    endpoint = query.get("endpoint_url")
     if endpoint is not None and urlsplit(endpoint).scheme not in ("http", "https"):
         raise UsageError(
             f"anchor s3 URL: endpoint_url {printable(redact_urls(endpoint))!r} must be "
             "http:// or https://"
         )
-    days = query.get("retain_days", [str(DEFAULT_RETAIN_DAYS)])[0]
+    days = query.get("retain_days", str(DEFAULT_RETAIN_DAYS))
     if not days.isdigit() or not 1 <= int(days) <= 36500:
         raise UsageError("anchor s3 URL: retain_days is a whole number of days, 1 to 36500")
     return parts.netloc, prefix, region, endpoint or None, int(days)

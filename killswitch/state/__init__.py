@@ -14,6 +14,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 from killswitch.clock import SYSTEM, Clock
 from killswitch.errors import UsageError
 from killswitch.state.base import Lease, StateStore, StoreUnreachable
+from killswitch.text import printable, redact_urls
 
 __all__ = [
     "DynamoDbUrl",
@@ -117,6 +118,19 @@ def sqlite_file_problem(path: Path) -> str | None:
     return None
 
 
+def url_params(query: str, known: tuple[str, ...], what: str) -> dict[str, str]:
+    """A URL's query as name → value: only ``known`` names, each at most once; ValueError
+    naming ``what`` and the parameter otherwise (state and anchor URLs alike)."""
+    found = parse_qs(query, keep_blank_values=True)
+    unknown = sorted(set(found) - set(known))
+    if unknown:
+        shown = printable(redact_urls(unknown[0]))
+        raise ValueError(f"{what}: unknown parameter {shown!r} (known: {', '.join(known)})")
+    if any(len(values) > 1 for values in found.values()):
+        raise ValueError(f"{what}: give each parameter once")
+    return {name: values[0] for name, values in found.items()}
+
+
 def parse_dynamodb_url(url: str) -> DynamoDbUrl:
     """Check a ``dynamodb://`` URL; raise ValueError with one sentence on what is wrong."""
     parts = urlsplit(url)
@@ -126,27 +140,19 @@ def parse_dynamodb_url(url: str) -> DynamoDbUrl:
         raise ValueError(
             f"dynamodb table name {parts.netloc!r}: 3-255 characters of A-Z a-z 0-9 _ . -"
         )
-    query = parse_qs(parts.query, keep_blank_values=True, strict_parsing=False)
-    unknown = sorted(set(query) - {"region", "endpoint_url", "connect_timeout"})
-    if unknown:
-        raise ValueError(
-            f"dynamodb URL: unknown parameter {unknown[0]!r} "
-            "(known: region, endpoint_url, connect_timeout)"
-        )
-    if any(len(values) > 1 for values in query.values()):
-        raise ValueError("dynamodb URL: give each parameter once")
-    region = query.get("region", [""])[0]
+    query = url_params(parts.query, ("region", "endpoint_url", "connect_timeout"), "dynamodb URL")
+    region = query.get("region", "")
     if not REGION.fullmatch(region):
         raise ValueError(
             f"dynamodb URL needs region=REGION (e.g. us-east-1), got {region or 'none'!r}"
         )
-    endpoint = query.get("endpoint_url", [None])[0]
+    endpoint = query.get("endpoint_url")
     if endpoint is not None and urlsplit(endpoint).scheme not in ("http", "https"):
         raise ValueError(f"dynamodb URL: endpoint_url {endpoint!r} must be http:// or https://")
     timeout = 2.0
     if "connect_timeout" in query:
         try:
-            timeout = float(query["connect_timeout"][0])
+            timeout = float(query["connect_timeout"])
         except ValueError:
             timeout = -1.0
         if not 0.1 <= timeout <= 30:
