@@ -200,14 +200,26 @@ class Switch:
         """Drift, healed on request: re-close what is more open than the ledger says (and,
         with ``fix_open``, request restores for what is more closed), then look again."""
         found = self.drift(selector)
+        drifted = [r for r in found.rows if r.result in ("drift", "unmanaged")]
         if not (fix or fix_open) or found.status not in (Outcome.DRIFT, Outcome.UNREADABLE):
+            if drifted:  # say what drifted, and the command that closes it again
+                message = (
+                    f"{len(drifted)} target(s) differ from the ledger: {_names(drifted)}; "
+                    "next: `killswitch drift --fix` re-closes what is more open "
+                    "(`--fix-open` also requests restores for what is more closed)"
+                )
+                found = Report(None, found.status, found.rows, message)
             return DriftCheck(found, (), found)
         reason = f"drift-check run by {self.actor}: back to the ledger's posture"
         healed = tuple(self.heal(found, fix_open=fix_open, reason=reason))
         if not healed:
             return DriftCheck(found, (), found)
         again = self.drift(selector)
-        message = "; ".join(f"healed by op {r.op_id}: {r.status}" for r in healed)
+        message = "; ".join(
+            f"healed by op {r.op_id} ({r.status}): {r.rows[0].desired if r.rows else '?'} "
+            f"again on {_names(r.rows)}"
+            for r in healed
+        )
         return DriftCheck(found, healed, Report(None, again.status, again.rows, message))
 
     def safety_ledger(self) -> dict[str, LedgerEntry]:
@@ -810,6 +822,13 @@ def plan_status(plan: Plan) -> Outcome:
     if plan.blocked:
         return Outcome.REFUSED
     return Outcome.UNREADABLE if plan.unreadable else Outcome.IN_SYNC
+
+
+def _names(rows: Sequence[TargetReport], shown: int = 5) -> str:
+    """The first target ids of ``rows``, and how many more."""
+    ids = [r.target.id for r in rows]
+    more = f" and {len(ids) - shown} more" if len(ids) > shown else ""
+    return ", ".join(ids[:shown]) + more
 
 
 def _no_question(plan: Plan) -> None:

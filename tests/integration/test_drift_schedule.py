@@ -215,3 +215,17 @@ def test_drift_everywhere_at_once(ws: Workspace) -> None:
 
     assert result.code == 0
     assert all(ws.posture(r, m) == "revoked" for r in US + NON_US for m in MODELS)
+
+
+def test_drift_names_what_drifted_and_the_fix_names_what_it_closed(ws: Workspace) -> None:
+    ws.run("revoke", "-s", "outside-us", "--reason", "order", "--yes")
+    _reopen(ws, "eu-central-1", "mythos-5")
+    target = "aws:aws-prod/eu-central-1/ssm-flag/mythos-5"
+
+    found = ws.run("drift", "-o", "json")
+    fixed = ws.run("drift", "--fix", "-o", "json")
+
+    assert found.code == 2
+    assert target in found.json()["message"] and "killswitch drift --fix" in found.json()["message"]
+    assert fixed.code == 0
+    assert f"revoked again on {target}" in fixed.json()["message"]
