@@ -140,6 +140,15 @@ class Identifies(Protocol):
 
 
 @runtime_checkable
+class Readiness(Protocol):
+    """Optional: what a provider needs at run time that a valid inventory cannot show (a
+    secret set, credentials found), checked by ``inventory validate`` without a call to
+    the provider. Each problem names what is missing, never a secret's value."""
+
+    def readiness(self) -> list[str]: ...
+
+
+@runtime_checkable
 class LeastPrivilege(Protocol):
     """Optional: a provider that can print the least-privilege policy its levers need."""
 

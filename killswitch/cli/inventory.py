@@ -17,12 +17,24 @@ def inventory_group() -> None:
 @session_options
 @click.pass_obj
 def inventory_validate(session: Session, /) -> int:
-    """Check the inventory; errors name file, line and field (exit 64)."""
+    """Check the inventory; errors name file, line and field (exit 64). Then check what
+    the providers need at run time and no file can show (a partner's secret set, …):
+    missing, it is exit 64 too, naming what to set."""
     from killswitch import render
+    from killswitch.contract import Readiness
+    from killswitch.errors import InventoryError
     from killswitch.selectors import all_targets
 
     inv = session.load()
     targets = all_targets(inv)
+    missing = [
+        f"providers.{name}: {problem}"
+        for name in inv.provider_names
+        if isinstance(provider := inv.provider(name), Readiness)
+        for problem in provider.readiness()
+    ]
+    if missing:
+        raise InventoryError([f"{inv.path}: {m} (needed at run time)" for m in missing])
     if session.output == "json":
         render.emit_json(
             {

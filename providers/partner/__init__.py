@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictFloat, field_validator
 
 from killswitch.contract import Problem
 from killswitch.domain import is_valid_name
+from killswitch.errors import PermanentError
 from killswitch.sdk import ProviderBase, SecretFields
 
 PARTNER_ID = re.compile(r"^[A-Za-z0-9._:-]{1,200}$")
@@ -81,6 +82,14 @@ class PartnerProvider(ProviderBase):
     def served(self) -> list[str]:
         """The models this partner serves: those its entry maps to partner ids."""
         return list(self.config.models)
+
+    def readiness(self) -> list[str]:
+        """The shared secret must be there before a kill needs it."""
+        try:
+            self.secret()
+        except PermanentError as exc:
+            return [str(exc)]
+        return []
 
     def secret(self) -> bytes:
         """The shared secret, read when first needed; errors never include it."""

@@ -275,6 +275,11 @@ def test_missing_secret_names_the_variable_not_a_value(
 
     assert result.code == 3
     assert all("ACME_KILLSWITCH_SECRET is not set" in t["error"] for t in result.json()["targets"])
+    # Found before the night it is needed: validating says what to set, not a value.
+    validated = partners.run("inventory", "validate")
+    assert validated.code == 64
+    assert "providers.acme" in validated.stderr
+    assert "ACME_KILLSWITCH_SECRET is not set" in validated.stderr
 
 
 def test_a_secret_inline_in_the_inventory_is_refused(partners: Workspace) -> None:
