@@ -112,7 +112,8 @@ def blast_radius(targets: Iterable[Target]) -> str:
     regions = {t.region for t in targets}
     providers = sorted({t.provider for t in targets})
     return (
-        f"{len(targets)} targets: {len(models)} model(s) ({', '.join(models)}) in "
+        f"{len(targets)} target{'' if len(targets) == 1 else 's'}: "
+        f"{len(models)} model(s) ({', '.join(models)}) in "
         f"{len(regions)} region(s) at {len(providers)} provider(s) ({', '.join(providers)})"
     )
 
