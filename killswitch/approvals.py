@@ -164,7 +164,6 @@ def requested(
         "ticket": op.ticket,
         "selector": op.selector,
         "targets": len(op.target_ids),
-        "target_ids": sorted(op.target_ids),
         "required_approvals": op.required_approvals,
         "status": op.status.value,
         "digest": digest(op),
@@ -221,6 +220,10 @@ def count(events: Sequence[AuditEvent], op: Operation, rules: Rules) -> Tally:
     if request is None or request.payload.get("digest") != digest(op):
         return result
     seen: set[str] = set()
+    expires = _moment(request.payload.get("expires_at"))
+    expired_at_seq = next(
+        (e.seq for e in events if e.op_id == op.id and e.kind == "op.expired"), None
+    )
     for event in events:
         if (
             event.op_id == op.id
@@ -232,6 +235,11 @@ def count(events: Sequence[AuditEvent], op: Operation, rules: Rules) -> Tally:
             continue
         if event.payload.get("request") != request.hash:
             result.ignored.append(f"event {event.seq}: approves another request of {op.id}")
+            continue
+        late = expired_at_seq is not None and event.seq > expired_at_seq
+        if late or (expires is not None and (_moment(event.at) or expires) > expires):
+            result.ignored.append(f"event {event.seq}: {event.actor}'s approval came after "
+                                  "the request expired")  # fmt: skip
             continue
         why = _why_not(event, op, request, rules)
         if why:
@@ -265,11 +273,21 @@ def _why_not(event: AuditEvent, op: Operation, request: AuditEvent, rules: Rules
         return "is unsigned, and policy.restore.signed is on" if rules.signed else None
     if rules.allowed_signers is None:
         return "is signed, but no allowed_signers file is configured to check it"
-    if not signing.verify(
-        message, str(signature), signing.APPROVAL, rules.allowed_signers, principal
-    ):
+    if not _signed_by(message, str(signature), rules.allowed_signers, principal):
         return BAD_SIGNATURE
     return None
+
+
+def _signed_by(message: bytes, signature: str, allowed_signers: Path, principal: str) -> bool:
+    """Whether the key ``allowed_signers`` lists for ``principal`` (as spelled there, in any
+    case: names compare normalised) made ``signature`` over ``message``."""
+    for listed in signing.signers_of(message, signature, signing.APPROVAL, allowed_signers):
+        try:
+            if normalise(listed) == principal:
+                return True
+        except IdentityError:
+            continue
+    return False
 
 
 def _decline_verifies(event: AuditEvent, op: Operation, request: AuditEvent, rules: Rules) -> bool:
@@ -282,9 +300,7 @@ def _decline_verifies(event: AuditEvent, op: Operation, request: AuditEvent, rul
     except IdentityError:
         return False
     message = verdict_message(op, request, "decline")
-    return signing.verify(
-        message, str(signature), signing.APPROVAL, rules.allowed_signers, principal
-    )
+    return _signed_by(message, str(signature), rules.allowed_signers, principal)
 
 
 # -- standing ------------------------------------------------------------------------
@@ -332,6 +348,16 @@ def standing(tally: Tally, ledgers: Sequence[Mapping[str, LedgerEntry]], now: da
                 f"{target_id} was set to {entry.desired} by op {entry.op_id} after this "
                 "restore was requested, so its approvals are stale",
             )
+
+
+def _moment(stamp: object) -> datetime | None:
+    """An ISO-8601 UTC time as written in events (``…Z``), or None."""
+    if not isinstance(stamp, str) or not stamp:
+        return None
+    try:
+        return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    except ValueError:
+        return None
 
 
 def expired(tally: Tally, now: datetime) -> bool:

@@ -183,7 +183,7 @@ class Switch:
         targets = [t for t in resolve(self.inventory, selector) if prober.covers(t)]
         if not targets:
             raise UsageError(f"no probe covers the targets of {selector.describe()}")
-        ledger = self.store.ledger()
+        ledger = self.safety_ledger()  # a row loosened by hand does not loosen the proof
         goals = [(t, e.desired if (e := ledger.get(t.id)) else OPEN) for t in targets]
         with self._clock():
             assert self.fleet.deadline is not None
@@ -366,7 +366,7 @@ class Switch:
             plan.action, target_ids, plan.desired, ticket, idempotency_key, bool(work)
         )
         if existing is not None:
-            if existing.status in (OpStatus.RUNNING, OpStatus.PARTIAL):
+            if existing.status in (OpStatus.RUNNING, OpStatus.PARTIAL, OpStatus.INTERRUPTED):
                 log.info("resuming the op this command started before", op=existing.id)
                 return self.resume(existing.id, confirm=confirm)
             if existing.status is OpStatus.AWAITING_APPROVAL:
@@ -391,6 +391,14 @@ class Switch:
         identity, and a key when policy.restore.signed is on. Approving or declining
         also needs one of policy.restore.approvers (when it names any); anyone may ask."""
         who = self.identity.vouched()
+        if self.rules.allowed_signers is not None and who.signer is None:
+            # With keys in play, everyone acts by key: a person with a key and AWS
+            # credentials must not count once under each name.
+            raise IdentityError(
+                "policy.restore.allowed_signers is set, so restore, approve and decline act "
+                "with your SSH key (--key PATH, or $KILLSWITCH_SIGNING_KEY; a .pub served "
+                "by ssh-agent)"
+            )
         if self.rules.signed and who.signer is None:
             raise IdentityError(
                 "policy.restore.signed is on: restore, approve and decline need your SSH "

@@ -139,9 +139,11 @@ class Executor:
                 "targets": len(plan.changes),
                 "changes": len(work),
                 "status": OpStatus.RUNNING.value,
-            }
-            | replay.ledger_payload(entries),
+            },
         )
+        # The entries set, a bounded batch per event (an event is one item in a store).
+        for batch in replay.ledger_batches(entries):
+            self.store.append_audit(self.owner, "ledger.set", op.id, batch)
         # The command's deadline (Switch starts it); policy's when applied on its own.
         deadline = self.fleet.deadline or (
             time.monotonic() + self.fleet.inventory.spec.policy.deadline_seconds
@@ -177,6 +179,10 @@ class Executor:
             self.store.append_audit(
                 self.owner, "op.interrupted", op.id, {"status": OpStatus.INTERRUPTED.value}
             )
+            # Calls of ours may still be in flight: leave the lock as a broken holder does,
+            # fenced, so the next revoke waits them out and reads again (must_settle),
+            # and any write not yet sent is refused.
+            self.store.break_lock(held.lease.token)
         except KillswitchError as exc:
             log.warning("could not mark the op interrupted", op=op.id, error=str(exc))
 

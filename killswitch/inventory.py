@@ -51,8 +51,8 @@ class RestorePolicy(_Strict):
     """Who may re-open, and how (docs/reliability.md, "Who may re-open")."""
 
     approvals: StrictInt = Field(default=2, ge=1, le=10)
-    # Principals whose approval counts (empty: anyone but the requester). Compared in
-    # their normalised form (killswitch/identity.py).
+    # Principals whose approval counts, the requester's own included (empty: anyone,
+    # each person once). Compared in their normalised form (killswitch/identity.py).
     approvers: list[str] = Field(default_factory=list, max_length=200)
     # An OpenSSH allowed_signers file (as git uses): which key speaks for which principal.
     # Relative to the inventory file.
@@ -172,6 +172,8 @@ class ProbeSpec(_Strict):
     def _http(cls, value: str) -> str:
         from urllib.parse import urlsplit
 
+        if "{model}" in urlsplit(value).netloc:
+            raise ValueError("{model} goes in a probe url's path, never in its host")
         parts = urlsplit(value.replace("{model}", "model"))
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("a probe url is http(s)://HOST[:PORT]/path, {model} for the model")

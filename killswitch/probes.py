@@ -63,12 +63,13 @@ def served(desired: Access, caller: CallerSpec) -> bool:
     return False
 
 
-Ask = Callable[[ProbeSpec, str, CallerSpec], "int | str"]
-"""One request: the HTTP status, or why there was none."""
+Ask = Callable[[ProbeSpec, str, CallerSpec, float], "int | str"]
+"""One request within the seconds given: the HTTP status, or why there was none."""
 
 
-def ask(probe: ProbeSpec, model: str, caller: CallerSpec) -> int | str:
-    """One read-only request to the probe's URL as ``caller``, bounded as a whole."""
+def ask(probe: ProbeSpec, model: str, caller: CallerSpec, seconds: float) -> int | str:
+    """One read-only request to the probe's URL as ``caller``, bounded as a whole by its
+    timeout and by ``seconds`` (what is left of the op's deadline)."""
     import urllib3
 
     headers = {}
@@ -78,7 +79,8 @@ def ask(probe: ProbeSpec, model: str, caller: CallerSpec) -> int | str:
             return f"no token in ${caller.token_env}"
         headers["Authorization"] = f"Bearer {token}"
     url = probe.url.replace("{model}", model)
-    http = urllib3.PoolManager(retries=False, timeout=urllib3.Timeout(probe.timeout_seconds))
+    bound = max(0.05, min(probe.timeout_seconds, seconds))
+    http = urllib3.PoolManager(retries=False, timeout=urllib3.Timeout(bound))
 
     def call() -> int:
         return int(http.request(probe.method, url, headers=headers, redirect=False).status)
@@ -86,7 +88,7 @@ def ask(probe: ProbeSpec, model: str, caller: CallerSpec) -> int | str:
     # The whole request is bounded, not each read: a gateway that drips its answer is
     # no answer (killswitch.sdk.within).
     try:
-        return within(probe.timeout_seconds, f"probe {url}", call)
+        return within(bound, f"probe {url}", call)
     except Exception as exc:  # refused, reset, timed out: no answer is no proof either way
         return f"no answer ({type(exc).__name__})"
 
@@ -112,12 +114,15 @@ class Prober:
     def covers(self, target: Target) -> bool:
         return target.id in self.covering
 
-    def wrong(self, target: Target, desired: Access) -> str | None:
+    def wrong(self, target: Target, desired: Access, deadline: float) -> str | None:
         """The first answer that contradicts ``desired`` (one try of every caller of every
-        probe of the target), or None when all agree."""
+        probe of the target), or None when all agree. Nothing is asked past ``deadline``."""
         for name, probe in self.covering.get(target.id, []):
             for who, caller in sorted(probe.callers.items()):
-                answer = self.send(probe, target.model, caller)
+                left = deadline - self.clock.monotonic()
+                if left <= 0:
+                    return f"probe {name} as {who}: not asked, the op's deadline passed"
+                answer = self.send(probe, target.model, caller, left)
                 should = served(desired, caller)
                 if isinstance(answer, str):
                     return f"probe {name} as {who}: {answer}"
@@ -145,7 +150,7 @@ class Prober:
         last: dict[str, str] = {}
         while waiting:
             for target_id, (target, desired) in list(waiting.items()):
-                problem = self.wrong(target, desired)
+                problem = self.wrong(target, desired, deadline)
                 if problem is None:
                     now = self.clock.monotonic()
                     since = written_at.get(target_id, started)

@@ -12,7 +12,7 @@ Pure functions over values, like killswitch/audit.py.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from killswitch import audit
@@ -38,6 +38,7 @@ STATUS_OF = {
     "op.interrupted": OpStatus.INTERRUPTED,
 }
 APPROVAL_KINDS = ("restore.requested-approval", "restore.approved")
+SPOOLED = "break_glass"  # the payload key of an event uploaded from a spool (migrate.py)
 
 
 @dataclass
@@ -73,30 +74,38 @@ def replay(events: Iterable[AuditEvent]) -> Replayed:
             found.ops[op_id].status = STATUS_OF[event.kind]
         elif event.kind in APPROVAL_KINDS:
             found.approvals.setdefault(op_id, set()).add(event.actor)
-        if event.kind == "op.applying":
+        if event.kind in ("ledger.set", "op.applying"):  # op.applying: as first written
             _set_ledger(found.ledger, op_id, payload)
     return found
 
 
 def _set_ledger(ledger: dict[str, LedgerEntry], op_id: str, payload: Mapping[str, object]) -> None:
-    """The entries an ``op.applying`` set; as in a break-glass sync, an entry only
-    replaces one set earlier (by when the op set it)."""
+    """The entries a ``ledger.set`` event set, in chain order. An event uploaded from a
+    break-glass spool replaces only entries set earlier by the time its op set them,
+    as the sync itself does (state/migrate.py)."""
     at = str(payload.get("ledger_at") or "")
     entries = payload.get("ledger")
     if not isinstance(entries, list):
         return
+    synced = SPOOLED in payload
     for target_id, desired in entries:
         held = ledger.get(target_id)
-        if held is None or held.at <= at:
+        if held is None or not synced or held.at <= at:
             ledger[target_id] = LedgerEntry(target_id, Access.from_json(desired), op_id, at)
 
 
-def ledger_payload(entries: Sequence[LedgerEntry]) -> dict[str, object]:
-    """What ``op.applying`` carries of the ledger it set."""
-    return {
-        "ledger": [[e.target_id, e.desired.to_json()] for e in entries],
-        "ledger_at": entries[0].at if entries else "",
-    }
+LEDGER_BATCH = 400  # entries per ledger.set event: far below a store item's 400 KB
+
+
+def ledger_batches(entries: Sequence[LedgerEntry]) -> list[dict[str, object]]:
+    """The ``ledger.set`` events that record ``entries`` (one op's, set together)."""
+    return [
+        {
+            "ledger": [[e.target_id, e.desired.to_json()] for e in entries[i : i + LEDGER_BATCH]],
+            "ledger_at": entries[0].at,
+        }
+        for i in range(0, len(entries), LEDGER_BATCH)
+    ]
 
 
 def disagreements(
@@ -159,13 +168,15 @@ def disagreements(
 def safest(
     table: Mapping[str, LedgerEntry], logged: Mapping[str, LedgerEntry]
 ) -> dict[str, LedgerEntry]:
-    """Per target, the tighter of the table's row and the log's entry: a row loosened
-    behind the log's back never makes drift look away."""
+    """Per target, the tighter of the table's row and the log's entry (their meet when
+    neither is tighter): a row loosened behind the log's back never makes drift look away."""
     merged = dict(table)
     for target_id, entry in logged.items():
         row = merged.get(target_id)
-        if row is None or not row.desired.at_least_as_tight_as(entry.desired):
+        if row is None or entry.desired.at_least_as_tight_as(row.desired):
             merged[target_id] = entry
+        elif not row.desired.at_least_as_tight_as(entry.desired):
+            merged[target_id] = replace(entry, desired=row.desired.meet(entry.desired))
     return merged
 
 

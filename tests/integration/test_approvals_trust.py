@@ -443,3 +443,18 @@ def test_only_the_named_approvers_count_though_anyone_may_ask(ws: Workspace) -> 
     shown = ws.run("ops", "show", op, "-o", "json").json()
     assert shown["approvals"] == [person("bob"), person("carol")]
     assert any("not by one of policy.restore.approvers" in n for n in shown["not_counted"])
+
+
+def test_a_principal_listed_in_capitals_signs_and_counts_as_one_person(
+    ws: Workspace, keys: Keys
+) -> None:
+    capitals = keys.folder / "capital_signers"
+    capitals.write_text(keys.allowed_signers.read_text().replace("bob@", "Bob@"))
+    inventory(ws, "sqlite:///./.killswitch/state.db", signed=True, allowed_signers=str(capitals))
+    op = revoked_then_requested(ws, "--key", keys.key("alice"))
+
+    approved = ws.run("approve", op, "--yes", "--key", keys.key("bob"), "-o", "json")
+
+    assert approved.code == 0, approved.stderr
+    assert postures(ws) == {"open"}
+    assert verify(ws) == (0, [])  # no false alarm about bob's signature
