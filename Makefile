@@ -48,6 +48,7 @@ coverage: $(STAMP) $(DDB) $(IAMSIM)
 ## make bench: time to a verified kill against baselines (docs/benchmarks.md; make bench BENCH=--quick)
 bench: $(STAMP)
 	$(BIN)/python -m bench $(BENCH)
+	$(BIN)/python -m bench.effect
 
 ## make soak: the crash, hostile-input and invariant state-machine tests at length (not part of make test)
 soak: $(STAMP)
