@@ -51,7 +51,7 @@ ENV = {
     "DEMO_US_TOKEN": "us-analyst",
     "DEMO_CONTRACTOR_TOKEN": "contractor",
 }
-GATEWAY_REGIONS = ["us-east-1", "eu-west-1"]  # serving gateways with the reference enforcer
+GATEWAY_REGIONS = US + ELSEWHERE  # a serving gateway with the reference enforcer in each
 TOKENS = {"us-analyst": "us-person", "contractor": ""}
 FLEET_REGIONS = ["us-east-1", "eu-west-1"]
 BOLD, DIM, RESET = ("\033[1m", "\033[2m", "\033[0m") if sys.stdout.isatty() else ("", "", "")
