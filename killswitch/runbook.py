@@ -21,9 +21,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from killswitch import yamlsrc
 from killswitch.domain import Access, Action, Posture, utcnow
 from killswitch.errors import ExitCode, KillswitchError, RunbookError, UsageError
-from killswitch.outcome import Outcome
 from killswitch.selectors import Selector
 
+DRY_RUN_SHOWN = 10  # target ids a dry-run step names
 VARIABLE = re.compile(r"\$\{([a-z_][a-z0-9_]*)\}")
 DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
 UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -251,11 +251,14 @@ class RunResult:
             return self.stopped_by.code
         if any(s.status == "failed" for s in self.steps):
             return int(ExitCode.PARTIAL)  # steps marked on_failure: continue failed
+        if any(s.status == "planned" and s.code == ExitCode.PENDING for s in self.steps):
+            return int(ExitCode.PENDING)  # a dry run that would change something, like plan
         return 0
 
     @property
     def status(self) -> str:
-        return {0: "complete", 5: "awaiting-approval"}.get(self.code, "failed")
+        words = {0: "complete", 2: "changes-pending", 5: "awaiting-approval"}
+        return words.get(self.code, "failed")
 
 
 Ask = Callable[[str], bool]
@@ -392,12 +395,17 @@ class Runner:
 
             plan = self.switch.preview(action, select, audience=audience, reason=reason)
             status = plan_status(plan)
-            # Changes pending are what a dry run expects to see: not a failure here.
-            code = 0 if status is Outcome.CHANGES_PENDING else int(status.exit_code)
+            code = int(status.exit_code)  # 2 when changes are pending, as `plan` says
+            pending = [c.target.id for c in plan.pending]
+            shown = ", ".join(pending[:DRY_RUN_SHOWN])
+            more = (
+                f" and {len(pending) - DRY_RUN_SHOWN} more" if len(pending) > DRY_RUN_SHOWN else ""
+            )
             return outcome(
-                "failed" if code else "planned",
+                "planned" if code in (0, int(ExitCode.PENDING)) else "failed",
                 code,
-                detail=f"{len(plan.pending)} of {len(plan.changes)} targets would change",
+                detail=f"{len(pending)} of {len(plan.changes)} targets would change"
+                + (f": {shown}{more}" if pending else ""),
             )
         report = self.switch.change(
             action,

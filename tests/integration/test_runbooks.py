@@ -195,9 +195,11 @@ def test_dry_run_changes_nothing(ws: Workspace, acme: PartnerSim) -> None:
 
     code, run = _run(ws, "export-control-lockdown", "--var", "ticket=INC-1", "--dry-run")
 
-    assert code == 0, run
+    assert code == 2, run  # changes pending, as `plan` says
     assert run["run"] is None
     assert {s["status"] for s in run["steps"]} == {"planned"}
+    revoke = next(s for s in run["steps"] if s["kind"] == "revoke")
+    assert "aws:" in revoke["detail"]  # names the targets it would change
     assert all(ws.flag(r, m) is None for r in US + NON_US for m in MODELS)
     assert acme.count("writes") == 0
     assert ws.run("audit", "list", "-o", "json").json()["events"] == []
