@@ -22,6 +22,7 @@ from killswitch.cli.session import (
 )
 from killswitch.domain import Action, Plan, Report
 from killswitch.outcome import Outcome
+from killswitch.selectors import Selector
 
 # -- commands ---------------------------------------------------------------
 
@@ -42,14 +43,34 @@ def plan(session: Session, /, action: str, audience: tuple[str, ...], **picks: A
     """Show what ACTION would change. Exit 0: nothing to change; 2: changes pending;
     3: targets unreadable; 64: some targets cannot take that posture."""
     switch = engine_for(session, acts=False)
-    result = switch.plan(Action(action), make_selector(**picks), audience)
-    return _finish_plan(session, result, f"plan: {action}")
+    selector = make_selector(**picks)
+    result = switch.plan(Action(action), selector, audience)
+    flags = [*_flags(selector), *(f"--audience {a}" for a in audience)]
+    then = f"next: killswitch {action} {' '.join(flags)} --reason '…'"
+    return _finish_plan(session, result, f"plan: {action}", then)
 
 
-def _finish_plan(session: Session, result: Plan, title: str) -> int:
+def _flags(selector: Selector) -> list[str]:
+    """The selector as flags to copy into a shell (quoted: ``'!us-*'``)."""
+    import shlex
+
+    found = [f"--scope {shlex.quote(selector.scope)}"] if selector.scope else []
+    for flag, values in (
+        ("--model", selector.models),
+        ("--region", selector.regions),
+        ("--provider", selector.providers),
+        ("--target", selector.targets),
+    ):
+        found += [f"{flag} {shlex.quote(v)}" for v in values]
+    return found
+
+
+def _finish_plan(session: Session, result: Plan, title: str, then: str = "") -> int:
     from killswitch.engine import plan_rows, plan_status
 
     report = Report(None, plan_status(result), plan_rows(result))
+    if report.status is Outcome.CHANGES_PENDING and then and not result.blocked:
+        report = Report(None, report.status, report.rows, then)
     if result.blocked and result.action.tightens:
         report = Report(
             None,

@@ -252,3 +252,12 @@ def test_ctrl_c_mid_revoke_marks_the_op_interrupted_and_names_the_resume(
 
 def _sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def test_a_plan_with_changes_pending_prints_the_command_that_applies_it(ws: Workspace) -> None:
+    result = ws.run("plan", "revoke", "-m", "all", "-r", "!us-*", "-o", "json")
+
+    assert result.code == 2
+    assert result.json()["message"] == (
+        "next: killswitch revoke --model all --region '!us-*' --reason '…'"
+    )
