@@ -109,19 +109,6 @@ def signers_of(message: bytes, signature: str, namespace: str, allowed_signers: 
         return [p for p in found if _verifies(message, sig, namespace, allowed_signers, p)]
 
 
-def verify(
-    message: bytes, signature: str, namespace: str, allowed_signers: Path, principal: str
-) -> bool:
-    """Whether ``principal``'s key in ``allowed_signers`` signed ``message`` in ``namespace``."""
-    if "BEGIN SSH SIGNATURE" not in signature:
-        return False
-    _readable(allowed_signers)
-    with tempfile.TemporaryDirectory(prefix="killswitch-sig-") as scratch:
-        sig = Path(scratch) / "message.sig"
-        sig.write_text(signature)
-        return _verifies(message, sig, namespace, allowed_signers, principal)
-
-
 def _verifies(
     message: bytes, sig: Path, namespace: str, allowed_signers: Path, principal: str
 ) -> bool:
