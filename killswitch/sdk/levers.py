@@ -9,6 +9,8 @@ import side effect: the map is the registry.
 from __future__ import annotations
 
 import importlib
+import os
+import queue
 import threading
 from collections.abc import Callable, Mapping
 from enum import IntEnum
@@ -65,21 +67,74 @@ def within(seconds: float, what: str, call: Callable[[], T]) -> T:
     left = time_left()
     if left is not None and left < seconds:
         seconds = max(0.05, left)
-    done = threading.Event()
-    outcome: list[T] = []
-    failure: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            outcome.append(call())
-        except BaseException as exc:
-            failure.append(exc)
-        finally:
-            done.set()
-
-    threading.Thread(target=run, name=f"call: {what}"[:60], daemon=True).start()
-    if not done.wait(seconds):
+    job = _Job(call)
+    _RUNNERS.run(job)
+    if not job.done.acquire(timeout=seconds):
         raise RetryableError(f"{what}: no complete reply within {seconds:g}s")
-    if failure:
-        raise failure[0]
-    return outcome[0]
+    if job.failure is not None:
+        raise job.failure
+    outcome: T = job.outcome
+    return outcome
+
+
+class _Job:
+    """One bounded call: ``done`` is released once it has an outcome (a bare lock is the
+    cheapest one-shot signal between two threads)."""
+
+    __slots__ = ("call", "done", "failure", "outcome")
+
+    def __init__(self, call: Callable[[], Any]) -> None:
+        self.call = call
+        self.done = threading.Lock()
+        self.done.acquire()
+        self.outcome: Any = None
+        self.failure: BaseException | None = None
+
+
+class _Runners:
+    """Daemon threads that run bounded calls, kept for the next call once done: a thread
+    per call costs its start and its end on every call. A call abandoned past its bound
+    keeps its thread until it ends on its own; another thread takes the next job."""
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[_Job] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._idle = 0
+
+    def run(self, job: _Job) -> None:
+        with self._lock:
+            start = self._idle == 0
+            if not start:
+                self._idle -= 1  # this job is that idle thread's
+        self._jobs.put(job)
+        if start:
+            threading.Thread(target=self._serve, name="bounded call", daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            job = self._jobs.get()
+            try:
+                job.outcome = job.call()
+            except BaseException as exc:
+                job.failure = exc
+            finally:
+                job.call = _done
+                job.done.release()
+            with self._lock:
+                self._idle += 1
+
+
+def _done() -> None:
+    """What a finished job holds instead of its call (and the closures it kept alive)."""
+
+
+_RUNNERS = _Runners()
+
+
+def _forked() -> None:
+    """A forked child has none of its parent's threads: it starts with no idle runner."""
+    global _RUNNERS
+    _RUNNERS = _Runners()
+
+
+os.register_at_fork(after_in_child=_forked)

@@ -142,6 +142,16 @@ class AwsProvider:
         allowed = self.least_privilege()["Statement"]
         return {"Version": "2012-10-17", "Statement": allowed + boundary_statements()}
 
+    def affinity(self, target: Target) -> str:
+        """What a target's calls share (killswitch/workers.py): the account's global
+        services (IAM's bucket is per account), the organisation (one Organizations
+        endpoint), or the account and region (every regional bucket and client)."""
+        if target.mechanism in ORGANISATION_WIDE:
+            return "organisation"
+        if target.mechanism in ACCOUNT_WIDE:
+            return f"{target.account}/global"
+        return f"{target.account}/{target.region}"
+
     # -- calling AWS -------------------------------------------------------------
     def role_arn(self, account: str) -> str | None:
         for spec in self.config.accounts:
@@ -212,7 +222,7 @@ class AwsProvider:
         """
         from providers.aws.bedrock_access import UNLISTED
         from providers.aws.errors import aws_call
-        from providers.aws.session import fenced, session_name
+        from providers.aws.session import fenced, session_name, signed_as
 
         account_wide = service in GLOBAL_SERVICES or target.region == UNLISTED
         region = "us-east-1" if account_wide else target.region
@@ -221,6 +231,8 @@ class AwsProvider:
         org_role = self.config.scp.role_arn if service == "organizations" else None
         role = org_role or self.role_arn(target.account)
         client = self.clients.client(service, region, role, name)
+        # One client per account, service and region; each request signed as its session.
+        credentials = self.clients.credentials(role, name) if role else None
         bucket = self.limits.bucket(
             target.account, service, GLOBAL if service in GLOBAL_SERVICES else region, kind
         )
@@ -228,7 +240,7 @@ class AwsProvider:
         fence = ctx.fence if kind == "write" and ctx else _unfenced
 
         def attempt() -> T:
-            with aws_call(what), fenced(fence):
+            with aws_call(what), fenced(fence), signed_as(credentials):
                 return fn(client)
 
         try:

@@ -3,7 +3,10 @@
 boto3 sessions are not thread-safe, clients are: both are built under a lock
 and then shared by the fan-out threads. botocore's own retries are off; the
 engine's tenacity policy is the one budget. An assumed role's session name
-carries the actor and op id, so CloudTrail shows who pulled the switch.
+carries the actor and op id, so CloudTrail shows who pulled the switch: each
+request is signed with the credentials of its own role session, while one client
+per account, service and region serves them all (a client costs milliseconds of
+CPU to make, and a fleet of accounts and regions needs thousands).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Any
 
 import boto3
 from botocore.config import Config
+from botocore.credentials import Credentials
 
 from providers.aws.errors import aws_call
 
@@ -46,6 +50,24 @@ def fenced(fence: Callable[[], None]) -> Iterator[None]:
         _writing.fence = None
 
 
+@contextmanager
+def signed_as(credentials: Credentials | None) -> Iterator[None]:
+    """Within this block, every request this thread sends is signed with ``credentials``
+    (None: the client's own)."""
+    _writing.credentials = credentials
+    try:
+        yield
+    finally:
+        _writing.credentials = None
+
+
+def _sign_as_the_session(request: Any, **_: Any) -> None:
+    """botocore signs with ``signing.request_credentials`` when a request carries them."""
+    credentials = getattr(_writing, "credentials", None)
+    if credentials is not None:
+        request.context.setdefault("signing", {})["request_credentials"] = credentials
+
+
 def _fence_before_send(**_: Any) -> None:
     """botocore's last hook before the bytes go out: a write checks its op still holds
     the lock here, as late as it can (a retry of the request checks again)."""
@@ -63,7 +85,8 @@ def session_name(actor: str | None, op_id: str | None) -> str:
 
 
 class Clients:
-    """Clients per (role, session name, service, region), all made from one boto3 session.
+    """Clients per (role, service, region), all made from one boto3 session, and the
+    credentials of each (role, session name), which sign that session's requests.
 
     One session: botocore parses its endpoint and service models once, not once per
     account and session name. AssumeRole is a network call; it runs under a lock of its
@@ -79,26 +102,37 @@ class Clients:
         self._lock = threading.Lock()  # the boto3 session (not thread-safe) and the maps
         self._base: boto3.Session | None = None
         self._assuming: dict[tuple[str, str], threading.Lock] = {}
-        self._credentials: dict[tuple[str, str], dict[str, str]] = {}
-        self._clients: dict[tuple[str | None, str, str, str], Any] = {}
+        self._credentials: dict[tuple[str, str], Credentials] = {}
+        self._clients: dict[tuple[str | None, str, str], Any] = {}
 
     def client(self, service: str, region: str, role_arn: str | None, name: str) -> Any:
-        """A client for ``service`` in ``region``, as ``role_arn`` (or the base identity)."""
-        key = (role_arn, name if role_arn else "", service, region)
+        """A client for ``service`` in ``region``, as ``role_arn`` (or the base identity).
+
+        With a role, send its requests inside ``signed_as(self.credentials(role_arn,
+        name))``: the client is shared by every session name of the role."""
+        key = (role_arn, service, region)
         client = self._clients.get(key)
         if client is not None:
             return client
-        credentials = self._assumed(role_arn, name) if role_arn else {}
+        credentials = self.credentials(role_arn, name) if role_arn else None
         with self._lock:
             client = self._clients.get(key)
             if client is None:
+                keys = {}
+                if credentials is not None:
+                    keys = {
+                        "aws_access_key_id": credentials.access_key,
+                        "aws_secret_access_key": credentials.secret_key,
+                        "aws_session_token": credentials.token,
+                    }
                 client = self._session_locked().client(
                     service,  # type: ignore[call-overload]
                     region_name=region,
                     endpoint_url=self.endpoint_url,
                     config=self.config,
-                    **credentials,
+                    **keys,
                 )
+                client.meta.events.register("before-sign", _sign_as_the_session)
                 client.meta.events.register("before-send", _fence_before_send)
                 self._clients[key] = client
         return client
@@ -109,7 +143,7 @@ class Clients:
                 self._base = boto3.Session(profile_name=self.profile)
         return self._base
 
-    def _assumed(self, role_arn: str, name: str) -> dict[str, str]:
+    def credentials(self, role_arn: str, name: str) -> Credentials:
         """Credentials for ``role_arn`` as session ``name``: one AssumeRole per pair."""
         key = (role_arn, name)
         found = self._credentials.get(key)
@@ -124,10 +158,8 @@ class Clients:
                 sts = self.client("sts", region, None, "")
                 with aws_call(f"sts:AssumeRole {role_arn}"):
                     creds = sts.assume_role(RoleArn=role_arn, RoleSessionName=name)["Credentials"]
-                found = {
-                    "aws_access_key_id": creds["AccessKeyId"],
-                    "aws_secret_access_key": creds["SecretAccessKey"],
-                    "aws_session_token": creds["SessionToken"],
-                }
+                found = Credentials(
+                    creds["AccessKeyId"], creds["SecretAccessKey"], creds["SessionToken"]
+                )
                 self._credentials[key] = found
         return found
