@@ -129,6 +129,17 @@ class CallBound(Protocol):
 
 
 @runtime_checkable
+class Affinity(Protocol):
+    """Optional: a provider whose targets share rate limits and clients in groups finer
+    than the whole provider entry (AWS: per account and region; per account for its
+    global services). When worker processes make the calls (killswitch/workers.py),
+    every target of one group goes to the same worker, so no rate-limit bucket is
+    split between two processes. Without it, a provider entry is one group."""
+
+    def affinity(self, target: Target) -> str: ...
+
+
+@runtime_checkable
 class Identifies(Protocol):
     """Optional: a provider whose credentials say who the caller is (killswitch/identity.py).
 

@@ -305,6 +305,7 @@ class Switch:
             yield
         finally:
             self.fleet.deadline = None
+            self.fleet.close()  # its worker processes, if the command had any
 
     def _tighten(
         self,

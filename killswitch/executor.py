@@ -7,14 +7,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from itertools import groupby
 
 import structlog
 
 from killswitch import fleet, replay
 from killswitch.clock import SYSTEM, Clock
-from killswitch.contract import ApplyContext, Grouped, Mechanism
+from killswitch.contract import ApplyContext, Grouped
 from killswitch.domain import (
     DONE,
     Access,
@@ -159,6 +159,7 @@ class Executor:
             elif change.kind is ChangeKind.UNSUPPORTED:
                 self._record(op, change, StepResult.REFUSED, held, error=change.error)
         self._written.clear()
+        self.fleet.prepare([c.target for c in work])
         try:
             for wave in self._waves(op.action, [_unknown_as_change(c) for c in work]):
                 self._apply_wave(op, wave, held, deadline)
@@ -302,14 +303,8 @@ class Executor:
                 return
             for change in unit:
                 self._record(op, change, StepResult.STARTED, held)
-            first = unit[0]
-            mechanism = self.fleet.mechanism(first.target)
             try:
-                if len(unit) > 1 and isinstance(mechanism, Grouped):
-                    targets = [c.target for c in unit]
-                    self.fleet.call(lambda: mechanism.apply_group(targets, first.desired, ctx))
-                else:
-                    self.fleet.call(_first_try_knows(mechanism, first, ctx))
+                self.fleet.apply(unit, ctx)
             except LeaseLost:
                 raise
             except KillswitchError as exc:
@@ -320,7 +315,7 @@ class Executor:
                     self._record(op, change, StepResult.FAILED, held, error=str(exc))
                 return
             for change in unit:
-                self._verify(op, change, mechanism, held)
+                self._verify(op, change, held)
 
         lost: BaseException | None = None
         units = self._units(wave)
@@ -337,11 +332,10 @@ class Executor:
         if lost is not None:
             raise lost
 
-    def _verify(self, op: Operation, change: Change, mechanism: Mechanism, held: Held) -> None:
+    def _verify(self, op: Operation, change: Change, held: Held) -> None:
         """Read the target back: verified only when observed equals desired."""
-        target = change.target
         try:
-            seen = self.fleet.call(lambda: mechanism.observe(target)).access
+            seen = self.fleet.observe(change.target).access
         except KillswitchError as exc:
             self._record(op, change, StepResult.FAILED, held, error=f"read-back: {exc}")
             return
@@ -369,19 +363,6 @@ class Executor:
         self.store.record_step(step, held.lease)
         self.on_step(change.target, step)
         return step
-
-
-def _first_try_knows(mechanism: Mechanism, change: Change, ctx: ApplyContext) -> Callable[[], None]:
-    """``apply`` told what the plan read, on its first try; a retry reads afresh."""
-    tries = 0
-
-    def apply() -> None:
-        nonlocal tries
-        tries += 1
-        known = change.observed if tries == 1 else None
-        mechanism.apply(change.target, change.desired, replace(ctx, observed=known))
-
-    return apply
 
 
 def _unknown_as_change(change: Change) -> Change:

@@ -1,18 +1,18 @@
 """The fleet: every lever call goes through here (retries, the op's deadline, bounded
-fan-out per provider-region), and a plan is the fleet's reads diffed by the planner."""
+fan-out per provider-region, worker processes for a large fan-out), and a plan is the
+fleet's reads diffed by the planner."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TypeVar
 
 import structlog
 
-from killswitch import retry
-from killswitch.contract import CALL_DEADLINE, Mechanism, Preflight
+from killswitch import calls, workers
+from killswitch.contract import Affinity, ApplyContext, CallBound, Mechanism, Preflight
 from killswitch.domain import Access, Action, Change, ChangeKind, Observed, Plan, Target
-from killswitch.errors import DeadlinePassed, KillswitchError
+from killswitch.errors import KillswitchError
 from killswitch.fanout import fan_out
 from killswitch.inventory import Inventory
 from killswitch.planner import Observation, diff
@@ -25,7 +25,11 @@ Item = TypeVar("Item")
 
 
 class Fleet:
-    """The inventory's levers, as the engine sees them: target → mechanism, with policy."""
+    """The inventory's levers, as the engine sees them: target → mechanism, with policy.
+
+    A large fan-out may have worker processes make the calls (killswitch/workers.py,
+    ``policy.workers``); everything else (the fan-out's caps, the journal, the lease)
+    stays in this process, and a call's outcome is the same either way."""
 
     def __init__(self, inventory: Inventory, *, concurrency: int | None = None) -> None:
         self.inventory = inventory
@@ -35,6 +39,8 @@ class Fleet:
         self.per_region = policy.concurrency.per_region
         # The current op's deadline (time.monotonic()); None: no op is running.
         self.deadline: float | None = None
+        self._workers: workers.Pool | None = None
+        self._decided = False  # threads or workers, once per command
 
     def mechanism(self, target: Target) -> Mechanism:
         return self.inventory.provider(target.provider).mechanism(target.mechanism)
@@ -42,22 +48,57 @@ class Fleet:
     def call(self, fn: Callable[[], T]) -> T:
         """``fn()`` with retries, within the op's deadline: no try starts after it, the
         retries' budget ends at it, and levers bound their calls by it (``time_left``)."""
-        budget = self.retry.max_seconds
-        if self.deadline is not None:
-            left = self.deadline - time.monotonic()
-            if left <= 0:
-                raise DeadlinePassed("op deadline passed before this call (`ops resume` tries it)")
-            budget = min(budget, left)
-        token = CALL_DEADLINE.set(self.deadline)
-        try:
-            return retry.call(
-                fn,
-                attempts=self.retry.attempts,
-                max_seconds=budget,
-                base_seconds=self.retry.base_seconds,
-            )
-        finally:
-            CALL_DEADLINE.reset(token)
+        return calls.call(fn, self.retry, self.deadline)
+
+    def observe(self, target: Target) -> Observed:
+        if self._workers is not None:
+            return self._workers.observe(target, self.deadline)
+        return calls.observe(self.mechanism(target), target, self.retry, self.deadline)
+
+    def apply(self, unit: Sequence[Change], ctx: ApplyContext) -> None:
+        """Apply one unit (changes sharing a resource key and a desired posture, or one)."""
+        if self._workers is not None:
+            self._workers.apply(unit, ctx, self.deadline)
+            return
+        calls.apply(self.mechanism(unit[0].target), unit, ctx, self.retry, self.deadline)
+
+    def prepare(self, targets: Sequence[Target]) -> None:
+        """Before a fan-out over ``targets``: decide, once per command, whether worker
+        processes make the calls (and start them), and place these targets on them."""
+        if not self._decided:
+            self._decided = True
+            count = workers.how_many(self.inventory.spec.policy.workers, len(targets))
+            if count > 0:
+                self._workers = workers.Pool(
+                    self.inventory,
+                    count,
+                    threads=self.total,
+                    affinity=self._affinity,
+                    patience=self.retry.max_seconds + self._call_bound(),
+                    retry=self.retry,
+                )
+        if self._workers is not None:
+            self._workers.place(targets)
+
+    def close(self) -> None:
+        """The command is over: stop the worker processes, if any."""
+        pool, self._workers, self._decided = self._workers, None, False
+        if pool is not None:
+            pool.close()
+
+    def _affinity(self, target: Target) -> str:
+        provider = self.inventory.provider(target.provider)
+        if isinstance(provider, Affinity):
+            return f"{target.provider}:{provider.affinity(target)}"
+        return target.provider
+
+    def _call_bound(self) -> float:
+        bounds = [
+            p.call_bound_seconds()
+            for name in self.inventory.provider_names
+            if isinstance(p := self.inventory.provider(name), CallBound)
+        ]
+        return max(bounds, default=30.0)
 
     def fan_out(
         self, items: Sequence[Item], work: Callable[[Item], R], *, where: Callable[[Item], Target]
@@ -75,12 +116,16 @@ class Fleet:
             )
         )
 
-    def observe(self, target: Target) -> Observed:
-        mechanism = self.mechanism(target)
-        return self.call(lambda: mechanism.observe(target))
-
     def observe_all(self, targets: Sequence[Target]) -> dict[str, Observation]:
         """Every target's observation, or the error that kept us from reading it."""
+        self.prepare(targets)
+        try:
+            return self._observe_all(targets)
+        finally:
+            if self.deadline is None:
+                self.close()  # a read-only command (status, drift, plan): it is over
+
+    def _observe_all(self, targets: Sequence[Target]) -> dict[str, Observation]:
         results: dict[str, Observation] = {}
         for target, outcome in self.fan_out(targets, self.observe, where=lambda t: t):
             if isinstance(outcome, KillswitchError):

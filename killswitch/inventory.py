@@ -6,7 +6,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -142,6 +142,9 @@ class PolicySpec(_Strict):
     audit: AuditPolicy = Field(default_factory=AuditPolicy)
     # An op stops starting new provider calls after this long; the rest fail and resume.
     deadline_seconds: StrictFloat = Field(default=900.0, gt=0, le=86400)
+    # Worker processes that make a large fan-out's provider calls (killswitch/workers.py):
+    # "auto" (on for a large plan when cores are free), or how many (0: threads only).
+    workers: Literal["auto"] | Annotated[int, Field(ge=0, le=64)] = "auto"
 
 
 class CallerSpec(_Strict):

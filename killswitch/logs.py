@@ -19,7 +19,11 @@ def _harmless(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMappin
     return {key: printable(v) if isinstance(v, str) else v for key, v in event.items()}
 
 
+level: str | None = None  # as configured; worker processes log at the same level
+
+
 def configure(level: str) -> None:
+    globals()["level"] = level
     tty = sys.stderr.isatty()
     renderer: structlog.types.Processor = (
         structlog.dev.ConsoleRenderer(colors=False) if tty else structlog.processors.JSONRenderer()

@@ -41,8 +41,19 @@ def _offline_aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
     """Fake credentials only: nothing here may ever reach a real AWS account."""
     for key, value in AWS_ENV.items():
         monkeypatch.setenv(key, value)
-    for key in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "KILLSWITCH_INVENTORY", "KILLSWITCH_ACTOR"):
+    for key in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "KILLSWITCH_INVENTORY", "KILLSWITCH_ACTOR",
+                "KILLSWITCH_WORKERS"):  # fmt: skip
         monkeypatch.delenv(key, raising=False)
+
+
+@pytest.fixture(params=["threads", "workers"])
+def fan_out(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a test twice: lever calls made by threads in the CLI's process, then by two
+    worker processes (killswitch/workers.py), forced on whatever the plan's size. The
+    crash and fault tests use it: the journal, fencing, deadline and crash semantics
+    are the same in both modes."""
+    monkeypatch.setenv("KILLSWITCH_WORKERS", "0" if request.param == "threads" else "2")
+    return str(request.param)
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,8 @@ import signal
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import MODELS, NON_US, US, Workspace, killswitch_command, person
 from tests.support.faultproxy import FaultProxy, for_action
 from tests.support.processes import stderr_so_far, wait_for
@@ -227,6 +229,7 @@ def test_a_script_asking_for_json_gets_its_errors_as_json_too(ws: Workspace) -> 
         assert error["message"] and error["message"] in result.stderr
 
 
+@pytest.mark.usefixtures("fan_out")  # Ctrl-C reaches the parent; its workers end with it
 def test_ctrl_c_mid_revoke_marks_the_op_interrupted_and_names_the_resume(
     faulty_ws: Workspace, proxy: FaultProxy
 ) -> None:

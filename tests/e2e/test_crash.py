@@ -7,11 +7,16 @@ import os
 import random
 import time
 
+import pytest
+
 from tests.conftest import MODELS, NON_US, US, Workspace
 from tests.support.faultproxy import FaultProxy, for_action
 
 RUNS = int(os.environ.get("KILLSWITCH_CRASH_RUNS", "10"))  # `make soak` runs 200
 SEED = int(os.environ.get("KILLSWITCH_CRASH_SEED", "20261127"))
+
+# Killed while its threads make the calls, and while its worker processes do.
+pytestmark = pytest.mark.usefixtures("fan_out")
 
 
 def test_sigkill_at_seeded_points_then_recovery_converges(

@@ -133,6 +133,7 @@ def stall_an_approved_restore(
 # -- 1 and 4: a revoke racing a restore that is applying -------------------------------------
 
 
+@pytest.mark.usefixtures("fan_out")  # a stopped holder's threads, or its workers
 def test_a_revoke_fences_a_stalled_restore_and_undoes_its_late_writes_before_reporting(
     ws: Workspace, proxy: FaultProxy, stopped: list[subprocess.Popen[str]]
 ) -> None:
@@ -170,6 +171,7 @@ def test_a_revoke_fences_a_stalled_restore_and_undoes_its_late_writes_before_rep
     assert set(postures(ws).values()) == {"revoked"}
 
 
+@pytest.mark.usefixtures("fan_out")  # a stopped holder's threads, or its workers
 def test_a_stopped_restricts_late_writes_are_closed_again_by_the_revoke_that_took_over(
     sqlite_ws: Workspace, proxy: FaultProxy, stopped: list[subprocess.Popen[str]]
 ) -> None:
@@ -259,6 +261,7 @@ def test_resuming_a_partial_restore_after_a_newer_revoke_is_refused(
     assert set(postures(ws).values()) == {"revoked"}
 
 
+@pytest.mark.usefixtures("fan_out")  # a stopped holder's threads, or its workers
 def test_a_broken_lock_then_a_newer_revoke_leaves_the_stalled_restore_nothing_to_resume(
     ws: Workspace, proxy: FaultProxy, stopped: list[subprocess.Popen[str]]
 ) -> None:
