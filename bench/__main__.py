@@ -1,7 +1,7 @@
 """``python -m bench``: run the benchmarks and write results, a report and a plot.
 
-python -m bench                 # N = 100, 1,000, 5,000 (about 12 minutes on 2 cores)
-python -m bench --quick         # N = 100, 1,000 (about 3 minutes)
+python -m bench                 # N = 100, 1,000, 5,000, then the seed-scale fleet (6,000)
+python -m bench --quick         # N = 100, 1,000, the seed-scale fleet at 10 accounts
 python -m bench --plot docs/benchmarks.png
 """
 
@@ -21,6 +21,8 @@ if str(ROOT) not in sys.path:
 
 from bench import report  # noqa: E402
 from bench.run import Bench, Settings  # noqa: E402
+from bench.seed import SeedBench, SeedShape  # noqa: E402
+from bench.seed import as_json as seed_json  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,6 +62,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--aws-cli-targets", type=int, default=8, help="targets the aws CLI loop runs on"
     )
+    parser.add_argument(
+        "--seed-accounts",
+        type=int,
+        help="accounts in the seed-scale fleet (2 models × 30 regions × 2 levers each; "
+        "default 50, 10 with --quick; 0 skips it)",
+    )
+    parser.add_argument(
+        "--workers",
+        help="worker counts the seed-scale revoke runs with (default 0,1,2; 0,2 with --quick)",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / ".bench", help="results folder")
     parser.add_argument("--plot", type=Path, help="where the PNG goes (default OUT/benchmarks.png)")
     args = parser.parse_args(argv)
@@ -91,8 +103,16 @@ def main(argv: list[str] | None = None) -> int:
     settings.workdir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     bench = Bench(settings)
+    accounts = args.seed_accounts if args.seed_accounts is not None else (10 if args.quick else 50)
+    counts = [int(w) for w in (args.workers or ("0,2" if args.quick else "0,1,2")).split(",")]
     try:
         results = bench.run()
+        if accounts > 0:
+            seeded = SeedBench(bench.rig, settings.workdir, bench.ks, settings.rtt)
+            shape = SeedShape(accounts=accounts)
+            # The loop runs on 300 targets (150 with --quick), scaled to the fleet.
+            outcome = seeded.run(shape, counts, baseline_max=150 if args.quick else 300)
+            results["seed"] = seed_json(outcome)
     finally:
         bench.close()
     results["machine"] = report.machine()
@@ -103,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "report.md").write_text(text)
     plot_path = args.plot or args.out / "benchmarks.png"
     plotted = report.plot(results, plot_path)
+    report.plot_workers(results, plot_path.with_name(plot_path.stem + "-workers.png"))
     print(text)
     m = results["machine"]
     print(

@@ -47,14 +47,15 @@ def main() -> None:
     parser.add_argument("--check", action="store_true", help="read and compare only")
     args = parser.parse_args()
     with open(args.targets) as f:
-        targets = [tuple(t) for t in json.load(f)]
+        # [account, region, model] or [account, region, model, SSM prefix]
+        targets = [(*t[:3], t[3] if len(t) > 3 else PREFIX) for t in json.load(f)]
 
     started = time.perf_counter()
     reads = writes = wrong = 0
     sts = boto3.client("sts", endpoint_url=args.endpoint)
     account = region = None
     session = ssm = None
-    for target_account, target_region, model in targets:
+    for target_account, target_region, model, prefix in targets:
         if target_account != account:
             account = target_account
             creds = sts.assume_role(RoleArn=ROLE.format(account=account), RoleSessionName="oncall")[
@@ -71,7 +72,7 @@ def main() -> None:
             assert session is not None
             ssm = session.client("ssm", region_name=region, endpoint_url=args.endpoint)
         assert ssm is not None
-        name = f"{PREFIX}/{model}"
+        name = f"{prefix}/{model}"
         try:
             posture = json.loads(ssm.get_parameter(Name=name)["Parameter"]["Value"])["posture"]
         except ssm.exceptions.ParameterNotFound:

@@ -33,14 +33,15 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=32)
     args = parser.parse_args()
     with open(args.targets) as f:
-        targets = [tuple(t) for t in json.load(f)]
+        # [account, region, model] or [account, region, model, SSM prefix]
+        targets = [(*t[:3], t[3] if len(t) > 3 else PREFIX) for t in json.load(f)]
 
     started = time.perf_counter()
     config = Config(max_pool_connections=args.threads, retries={"total_max_attempts": 1})
     session = boto3.Session()
     sts = session.client("sts", endpoint_url=args.endpoint, config=config)
-    accounts = sorted({a for a, _, _ in targets})
-    regions = sorted({r for _, r, _ in targets})
+    accounts = sorted({t[0] for t in targets})
+    regions = sorted({t[1] for t in targets})
 
     def assume(account: str) -> dict[str, str]:
         creds = sts.assume_role(RoleArn=ROLE.format(account=account), RoleSessionName="oncall")
@@ -62,20 +63,20 @@ def main() -> None:
             for r in regions
         }
 
-        def read(target: tuple[str, str, str]) -> str:
-            account, region, model = target
+        def read(target: tuple[str, str, str, str]) -> str:
+            account, region, model, prefix = target
             ssm = clients[(account, region)]
             try:
-                value = ssm.get_parameter(Name=f"{PREFIX}/{model}")["Parameter"]["Value"]
+                value = ssm.get_parameter(Name=f"{prefix}/{model}")["Parameter"]["Value"]
             except ssm.exceptions.ParameterNotFound:
                 return "open"
             return str(json.loads(value)["posture"])
 
-        def revoke(target: tuple[str, str, str]) -> bool:
-            account, region, model = target
+        def revoke(target: tuple[str, str, str, str]) -> bool:
+            account, region, model, prefix = target
             ssm = clients[(account, region)]
             ssm.put_parameter(
-                Name=f"{PREFIX}/{model}", Value=flag(model), Type="String", Overwrite=True
+                Name=f"{prefix}/{model}", Value=flag(model), Type="String", Overwrite=True
             )
             return read(target) == "revoked"
 

@@ -75,10 +75,10 @@ class Shape:
 
 
 # The writes per (account, region) bucket set how much the SSM PutParameter limit
-# (3/s) weighs: 5 at N=100, 20 at N=1,000, 25 at N=5,000.
+# (3/s) weighs: 5 at N=100, 10 at N=1,000, 25 at N=5,000.
 SHAPES: dict[int, Shape] = {
     100: Shape(models=5, regions=10, accounts=2),
-    1000: Shape(models=20, regions=25, accounts=2),
+    1000: Shape(models=10, regions=25, accounts=4),
     5000: Shape(models=25, regions=25, accounts=8),
 }
 

@@ -169,9 +169,32 @@ def markdown(results: dict[str, Any]) -> str:
                 f"| {fig['calls'] if fig['calls'] is not None else '-'} | {_s(fig['cpu'])} "
                 f"| {_s(fig['server_cpu'])} | {_s(floor)} |"
             )
+    lines += [
+        "",
+        "Client CPU per call, killswitch against the plain threaded boto3 script "
+        "(bench/boto3_threaded.py, 32 threads) on the same fleet in the same run:",
+        "",
+        "| N | killswitch revoke, ms/call | raised limits, ms/call "
+        "| plain threaded boto3, ms/call | killswitch ÷ plain |",
+        "| ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for size in results["sizes"]:
+        f = size["figures"]
+        plain = _per_call(f.get("boto3 threaded revoke"))
+        ks = _per_call(f["killswitch revoke"])
+        raised = _per_call(f["killswitch revoke, raised limits"])
+        best = min(x for x in (ks, raised) if x is not None) if (ks or raised) else None
+        lines.append(
+            f"| {size['n']:,} | {_ms(ks)} | {_ms(raised)} | {_ms(plain)} "
+            f"| {f'{best / plain:.2f}' if best and plain else '-'} |"
+        )
+    if results.get("seed"):
+        lines += seed_markdown(results["seed"], settings)
     lines += ["", "Checked in this run:", ""]
     for size in results["sizes"]:
         lines += [f"- N={size['n']:,}: {check}" for check in size.get("checks", [])]
+    for check in (results.get("seed") or {}).get("checks", []):
+        lines.append(f"- seed-scale fleet: {check}")
     lines += ["", "Start-up (median of runs, seconds):", "", "| command | median | runs |"]
     lines.append("| --- | ---: | --- |")
     for item in results["startup"]:
@@ -190,6 +213,90 @@ def markdown(results: dict[str, Any]) -> str:
         ),
     ]
     return "\n".join(lines) + "\n"
+
+
+def _per_call(figure: dict[str, Any] | None) -> float | None:
+    if not figure or figure.get("cpu") is None or not figure.get("calls"):
+        return None
+    return float(figure["cpu"]) / float(figure["calls"])
+
+
+def _ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1000:.2f}"
+
+
+def seed_markdown(seed: dict[str, Any], settings: dict[str, Any]) -> list[str]:
+    """The seed-scale fleet: each worker count against the bound for the cores it uses."""
+    figures = seed["figures"]
+    plain = _per_call(figures.get("boto3 threaded revoke"))
+    loop = figures.get("boto3 loop revoke")
+    lines = [
+        "",
+        f"Seed-scale fleet: {seed['shape']} = {seed['n']:,} targets, "
+        f"{seed['calls_per_revoke']:,} calls for a verified revoke (concurrency "
+        f"{seed['concurrency']}). Round-trip bound {_s(seed['rtt_bound'])} s; the bound for "
+        "the cores used is the longer of it and the plain script's CPU per call "
+        f"({_ms(plain)} ms) × calls ÷ min(cores, processes making calls); "
+        f"{seed['cores']} cores here.",
+        "",
+        "| run | seconds | bound for the cores used | × bound | CPU s | ms CPU/call "
+        "| ÷ plain | boto3 loop ÷ |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for label, fig in figures.items():
+        per_call = _per_call(fig)
+        bound = None
+        if label.startswith("killswitch revoke, "):
+            workers = int(label.split(", ")[1].split()[0])
+            bound = seed["bounds"].get(str(workers))
+        over = f"{fig['seconds'] / bound:.2f}" if bound else "-"
+        against = f"{per_call / plain:.2f}" if per_call and plain else "-"
+        faster = "-"
+        if loop and label != "boto3 loop revoke":
+            faster = f"{loop['seconds'] / fig['seconds']:.1f}×"
+        lines.append(
+            f"| {label} | {_mark(fig)}{_s(fig['seconds'])} | {_s(bound)} | {over} "
+            f"| {_s(fig['cpu'])} | {_ms(per_call)} | {against} | {faster} |"
+        )
+    return lines
+
+
+def plot_workers(results: dict[str, Any], path: Path) -> bool:
+    """The seed-scale revoke against worker count, with its bounds; False without
+    matplotlib or a seed run."""
+    seed = results.get("seed")
+    if not seed:
+        return False
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    counts = seed["workers"]
+    times = [seed["figures"][f"killswitch revoke, {w} workers"]["seconds"] for w in counts]
+    bounds = [seed["bounds"][str(w)] for w in counts]
+    plain = seed["figures"]["boto3 threaded revoke"]["seconds"]
+    fig, ax = plt.subplots(figsize=(7.5, 4.2), dpi=110)
+    ax.plot(counts, times, "o-", color="#1f77b4", label="killswitch verified revoke")
+    ax.plot(counts, bounds, "x--", color="#1f77b4", alpha=0.6, label="bound for the cores used")
+    ax.axhline(plain, color="#ff7f0e", linestyle=":", label="plain threaded boto3 script")
+    ax.set_xticks(counts, [str(w) if w else "0 (threads)" for w in counts])
+    ax.set_xlabel("worker processes")
+    ax.set_ylabel("seconds")
+    ax.set_ylim(bottom=0)
+    ax.set_title(
+        f"Seed-scale fleet: {seed['n']:,} targets, {results['machine']['cpus']} cores "
+        f"(load {results['machine']['load'].split()[0]} at the end)",
+        fontsize=10,
+    )
+    ax.grid(True, alpha=0.25)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return True
 
 
 def _ratio(

@@ -61,14 +61,17 @@ class Settings:
     tuned: tuple[int, int] = (64, 16)  # concurrency (total, per region) of the tuned run
 
 
-def _timed(cmd: list[str], cwd: Path) -> tuple[float, float, subprocess.CompletedProcess[str]]:
-    """Wall and CPU seconds of one child process (it is the only child reaped meanwhile)."""
+def _timed(
+    cmd: list[str], cwd: Path, env: dict[str, str] | None = None
+) -> tuple[float, float, subprocess.CompletedProcess[str]]:
+    """Wall and CPU seconds of one child process and the processes it waited for (its
+    workers); it is the only child reaped meanwhile."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     done = subprocess.run(
         cmd,
         cwd=cwd,
-        env=child_env(),
+        env=child_env(**(env or {})),
         capture_output=True,
         text=True,
         stdin=subprocess.DEVNULL,
@@ -251,7 +254,24 @@ class Bench:
         check = self._loop(shape, revoked[: max(1, self.s.baseline_max // 2)], check=True)
         return revoke, check
 
-    def _loop(self, shape: Shape, subset: list[tuple[str, str, str]], *, check: bool) -> Figure:
+    def threaded(self, shape: Shape, result: SizeResult) -> Figure:
+        """The plain threaded boto3 script on the whole fleet: what botocore costs per call."""
+        self.rig.reset()
+        figure = self._loop(shape, shape.targets(), check=False, module="bench.boto3_threaded")
+        held = self.rig.postures(shape)
+        if any(p != "revoked" for p in held.values()):
+            raise RuntimeError("threaded boto3 left targets open")
+        result.checks.append(f"threaded boto3: the server holds revoked for all {shape.n}")
+        return figure
+
+    def _loop(
+        self,
+        shape: Shape,
+        subset: list[tuple[str, str, str]],
+        *,
+        check: bool,
+        module: str = "bench.boto3_loop",
+    ) -> Figure:
         path = self.s.workdir / f"n{shape.n}-targets{'-check' if check else ''}.json"
         path.write_text(json.dumps(subset))
         self.rig.proxy.reset()
@@ -261,7 +281,7 @@ class Bench:
                 [
                     sys.executable,
                     "-m",
-                    "bench.boto3_loop",
+                    module,
                     "--endpoint",
                     self.rig.endpoint,
                     "--targets",
@@ -271,14 +291,14 @@ class Bench:
                 Path(__file__).resolve().parent.parent,
             )
         if done.returncode != 0:
-            raise RuntimeError(f"boto3 loop failed:\n{done.stderr[-3000:]}")
+            raise RuntimeError(f"{module} failed:\n{done.stderr[-3000:]}")
         out = json.loads(done.stdout)
         if out["wrong"]:  # --check: a flag not revoked; else: a read back that disagreed
             raise RuntimeError(f"boto3 loop: {out['wrong']} targets not revoked")
         calls = self.rig.proxy.calls()
         scale = shape.n / len(subset)
         self.log(
-            f"N={shape.n} boto3 loop {'check' if check else 'revoke'}: {wall:.1f}s "
+            f"N={shape.n} {module} {'check' if check else 'revoke'}: {wall:.1f}s, CPU {cpu:.1f}s "
             f"on {len(subset)} targets"
         )
         return Figure(
@@ -333,6 +353,7 @@ class Bench:
         figures["killswitch revoke, raised limits, tuned concurrency"], _ = self.revoke(
             shape, raised=True, result=result, concurrency=self.s.tuned
         )
+        figures["boto3 threaded revoke"] = self.threaded(shape, result)
         figures["boto3 loop revoke"], figures["boto3 loop re-run / drift"] = self.boto3_loop(
             shape, result
         )
