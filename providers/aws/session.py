@@ -3,10 +3,14 @@
 boto3 sessions are not thread-safe, clients are: both are built under a lock
 and then shared by the fan-out threads. botocore's own retries are off; the
 engine's tenacity policy is the one budget. An assumed role's session name
-carries the actor and op id, so CloudTrail shows who pulled the switch: each
-request is signed with the credentials of its own role session, while one client
-per account, service and region serves them all (a client costs milliseconds of
-CPU to make, and a fleet of accounts and regions needs thousands).
+carries the actor and op id, so CloudTrail shows who pulled the switch.
+
+Each request through an assumed role is signed with the credentials of its own role
+session (``signed_as``), so one client per service and region serves every account
+and session name: a client costs milliseconds of CPU to make, and a fleet of 50
+accounts in 30 regions would otherwise need 1,500 of them. A role's client holds
+placeholder keys that AWS rejects, so a request sent without its session's
+credentials fails; it is never signed as another account.
 """
 
 from __future__ import annotations
@@ -84,9 +88,19 @@ def session_name(actor: str | None, op_id: str | None) -> str:
     return re.sub(r"[^\w+=,.@-]", "-", raw)[:64]
 
 
+# What a role's shared client holds instead of credentials: AWS rejects a request
+# signed with it (InvalidClientTokenId), so none can act as an account by accident.
+PLACEHOLDER_KEYS = {
+    "aws_access_key_id": "ASIAKILLSWITCHNOROLESESSION",
+    "aws_secret_access_key": "signed-with-no-role-session",
+    "aws_session_token": "signed-with-no-role-session",
+}
+
+
 class Clients:
-    """Clients per (role, service, region), all made from one boto3 session, and the
-    credentials of each (role, session name), which sign that session's requests.
+    """Clients per service and region (one set for the base identity, one shared by
+    every assumed role), all made from one boto3 session, and the credentials of each
+    (role, session name), which sign that session's requests (``signed_as``).
 
     One session: botocore parses its endpoint and service models once, not once per
     account and session name. AssumeRole is a network call; it runs under a lock of its
@@ -103,28 +117,22 @@ class Clients:
         self._base: boto3.Session | None = None
         self._assuming: dict[tuple[str, str], threading.Lock] = {}
         self._credentials: dict[tuple[str, str], Credentials] = {}
-        self._clients: dict[tuple[str | None, str, str], Any] = {}
+        self._clients: dict[tuple[bool, str, str], Any] = {}
 
     def client(self, service: str, region: str, role_arn: str | None, name: str) -> Any:
-        """A client for ``service`` in ``region``, as ``role_arn`` (or the base identity).
+        """A client for ``service`` in ``region``, for ``role_arn`` (or the base identity).
 
         With a role, send its requests inside ``signed_as(self.credentials(role_arn,
-        name))``: the client is shared by every session name of the role."""
-        key = (role_arn, service, region)
+        name))``: the client is shared by every role and session name, and signs with
+        placeholder keys otherwise."""
+        key = (role_arn is not None, service, region)
         client = self._clients.get(key)
         if client is not None:
             return client
-        credentials = self.credentials(role_arn, name) if role_arn else None
         with self._lock:
             client = self._clients.get(key)
             if client is None:
-                keys = {}
-                if credentials is not None:
-                    keys = {
-                        "aws_access_key_id": credentials.access_key,
-                        "aws_secret_access_key": credentials.secret_key,
-                        "aws_session_token": credentials.token,
-                    }
+                keys = PLACEHOLDER_KEYS if role_arn is not None else {}
                 client = self._session_locked().client(
                     service,  # type: ignore[call-overload]
                     region_name=region,
