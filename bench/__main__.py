@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="N=100 and 1,000, one run each, boto3 loop on 150 targets (~3 min)",
     )
-    parser.add_argument("--sizes", help="comma-separated N (default 100,1000,5000)")
+    parser.add_argument("--sizes", help="comma-separated N (default 100,1000,5000); 0: none")
     parser.add_argument("--rtt", type=float, default=0.05, help="round trip, seconds")
     parser.add_argument("--jitter", type=float, default=0.005, help="± seconds, uniform")
     parser.add_argument("--repeats", type=int, help="killswitch runs per figure (median)")
@@ -59,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         help="concurrency total,per_region of the tuned run (default 64,16)",
     )
     parser.add_argument("--aws-cli", default=os.environ.get("AWS_CLI"), help="path to `aws`")
+    parser.add_argument("--no-aws-cli", action="store_true", help="skip the aws CLI loop")
     parser.add_argument(
         "--aws-cli-targets", type=int, default=8, help="targets the aws CLI loop runs on"
     )
@@ -77,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     sizes = (
-        [int(n) for n in args.sizes.split(",")]
+        [int(n) for n in args.sizes.split(",") if int(n) > 0]
         if args.sizes
         else ([100, 1000] if args.quick else [100, 1000, 5000])
     )
@@ -92,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         jitter=args.jitter,
         repeats=args.repeats or (1 if args.quick else 3),
         baseline_max=args.baseline_max or (150 if args.quick else 1000),
-        aws_cli=args.aws_cli,
+        aws_cli="" if args.no_aws_cli else args.aws_cli,  # "": skipped
         aws_cli_targets=args.aws_cli_targets,
         workdir=args.out / "work",
         startup_repeats=5 if args.quick else 10,

@@ -85,13 +85,15 @@ class Proxy(Child):
         self.rtt, self.jitter = rtt, jitter
 
     def calls(self) -> dict[str, int]:
-        with urllib.request.urlopen(self.url + "/__bench__/calls", timeout=10) as reply:
+        # Generous: after a run with thousands of clients the proxy holds as many
+        # kept-alive connections, each a thread, and answers slowly on a busy machine.
+        with urllib.request.urlopen(self.url + "/__bench__/calls", timeout=120) as reply:
             counts: dict[str, int] = json.load(reply)
         return counts
 
     def reset(self) -> None:
         request = urllib.request.Request(self.url + "/__bench__/reset", method="POST")
-        urllib.request.urlopen(request, timeout=10).close()
+        urllib.request.urlopen(request, timeout=120).close()
 
 
 class Upstream:

@@ -314,7 +314,7 @@ class Bench:
 
     def aws_cli(self, shape: Shape) -> tuple[awscli_loop.CliTiming, awscli_loop.CliTiming] | None:
         """The aws CLI loop on a few targets of one account: revoke, then check."""
-        aws = awscli_loop.find(self.s.aws_cli)
+        aws = awscli_loop.find(self.s.aws_cli) if self.s.aws_cli != "" else None
         if aws is None:
             return None
         subset = shape.targets()[: self.s.aws_cli_targets]
@@ -386,7 +386,7 @@ class Bench:
                 "jitter": self.s.jitter,
                 "repeats": self.s.repeats,
                 "baseline_max": self.s.baseline_max,
-                "aws_cli": awscli_loop.find(self.s.aws_cli),
+                "aws_cli": awscli_loop.find(self.s.aws_cli) if self.s.aws_cli != "" else None,
                 "concurrency": {"total": 32, "per_region": 8},
                 "tuned": {"total": self.s.tuned[0], "per_region": self.s.tuned[1]},
                 "killswitch": self.ks,
