@@ -275,7 +275,8 @@ def plot_workers(results: dict[str, Any], path: Path) -> bool:
     except ImportError:
         return False
     counts = seed["workers"]
-    times = [seed["figures"][f"killswitch revoke, {w} workers"]["seconds"] for w in counts]
+    label = "killswitch revoke, {} worker{}"
+    times = [seed["figures"][label.format(w, "" if w == 1 else "s")]["seconds"] for w in counts]
     bounds = [seed["bounds"][str(w)] for w in counts]
     plain = seed["figures"]["boto3 threaded revoke"]["seconds"]
     fig, ax = plt.subplots(figsize=(7.5, 4.2), dpi=110)

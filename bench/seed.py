@@ -128,6 +128,10 @@ class SeedResult:
         return max(self.rtt_bound, cpu)
 
 
+def revoke_label(workers: int) -> str:
+    return f"killswitch revoke, {workers} worker{'' if workers == 1 else 's'}"
+
+
 def rtt_bound(n: int, rtt: float, concurrency: int) -> float:
     """A read of every target, then a write and a read back: 3 round trips per target,
     ``concurrency`` at a time (rate limits do not bind: 2 writes per account-region)."""
@@ -165,7 +169,7 @@ class SeedBench:
                 ws = self.workspace(shape)
                 runs.append(self.revoke(shape, ws, count, result))
             figure = _median(runs)
-            result.figures[f"killswitch revoke, {count} workers"] = figure
+            result.figures[revoke_label(count)] = figure
             self.log(
                 f"killswitch revoke, {count} workers: {figure.seconds:.1f}s, CPU {figure.cpu:.1f}s"
             )

@@ -41,6 +41,7 @@ class Fleet:
         self.deadline: float | None = None
         self._workers: workers.Pool | None = None
         self._decided = False  # threads or workers, once per command
+        self._affinities: dict[Target, str] = {}
 
     def mechanism(self, target: Target) -> Mechanism:
         return self.inventory.provider(target.provider).mechanism(target.mechanism)
@@ -87,10 +88,14 @@ class Fleet:
             pool.close()
 
     def _affinity(self, target: Target) -> str:
-        provider = self.inventory.provider(target.provider)
-        if isinstance(provider, Affinity):
-            return f"{target.provider}:{provider.affinity(target)}"
-        return target.provider
+        key = self._affinities.get(target)
+        if key is None:  # once per target: a Protocol isinstance check costs microseconds
+            provider = self.inventory.provider(target.provider)
+            key = target.provider
+            if isinstance(provider, Affinity):
+                key = f"{target.provider}:{provider.affinity(target)}"
+            self._affinities[target] = key
+        return key
 
     def _call_bound(self) -> float:
         bounds = [
