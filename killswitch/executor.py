@@ -335,7 +335,7 @@ class Executor:
     def _verify(self, op: Operation, change: Change, held: Held) -> None:
         """Read the target back: verified only when observed equals desired."""
         try:
-            seen = self.fleet.observe(change.target).access
+            seen = self.fleet.read_back(change.target).access
         except KillswitchError as exc:
             self._record(op, change, StepResult.FAILED, held, error=f"read-back: {exc}")
             return

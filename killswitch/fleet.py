@@ -4,6 +4,7 @@ fleet's reads diffed by the planner."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import TypeVar
 
@@ -42,6 +43,8 @@ class Fleet:
         self._workers: workers.Pool | None = None
         self._decided = False  # threads or workers, once per command
         self._affinities: dict[Target, str] = {}
+        self._read_backs: dict[Target, Observed | Exception] = {}
+        self._lock = threading.Lock()
 
     def mechanism(self, target: Target) -> Mechanism:
         return self.inventory.provider(target.provider).mechanism(target.mechanism)
@@ -56,10 +59,21 @@ class Fleet:
             return self._workers.observe(target, self.deadline)
         return calls.observe(self.mechanism(target), target, self.retry, self.deadline)
 
+    def read_back(self, target: Target) -> Observed:
+        """The read after ``apply`` that decides whether a target is verified: the one its
+        worker made right after the write, or a read now."""
+        with self._lock:
+            read = self._read_backs.pop(target, None)
+        if isinstance(read, Exception):
+            raise read
+        return read if read is not None else self.observe(target)
+
     def apply(self, unit: Sequence[Change], ctx: ApplyContext) -> None:
         """Apply one unit (changes sharing a resource key and a desired posture, or one)."""
         if self._workers is not None:
-            self._workers.apply(unit, ctx, self.deadline)
+            read = self._workers.apply(unit, ctx, self.deadline)
+            with self._lock:
+                self._read_backs.update(read)  # each taken by the read-back that follows
             return
         calls.apply(self.mechanism(unit[0].target), unit, ctx, self.retry, self.deadline)
 
@@ -84,6 +98,7 @@ class Fleet:
     def close(self) -> None:
         """The command is over: stop the worker processes, if any."""
         pool, self._workers, self._decided = self._workers, None, False
+        self._read_backs.clear()
         if pool is not None:
             pool.close()
 
@@ -124,6 +139,8 @@ class Fleet:
     def observe_all(self, targets: Sequence[Target]) -> dict[str, Observation]:
         """Every target's observation, or the error that kept us from reading it."""
         self.prepare(targets)
+        with self._lock:  # a read-back left over from a unit that failed half-way is stale
+            self._read_backs.clear()
         try:
             return self._observe_all(targets)
         finally:

@@ -21,6 +21,8 @@ sends the outcome back.
   parent is gone (their stdin closes).
 
 Messages are pickled over the worker's stdin and stdout (multiprocessing's framing);
+an apply's message comes back with its read-backs (the worker reads each target right
+after the write, as the executor would next);
 the worker's own stdout is sent to stderr, so nothing it prints can reach ours.
 """
 
@@ -30,6 +32,7 @@ import contextlib
 import functools
 import itertools
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -190,8 +193,9 @@ class _Worker:
         self._reader.start()
 
     def send(self, message: tuple[Any, ...]) -> None:
+        data = pickle.dumps(message, pickle.HIGHEST_PROTOCOL)
         with self._send_lock:
-            self._send_to.send(message)
+            self._send_to.send_bytes(data)
 
     def submit(self, call_id: int, call: _Call, message: tuple[Any, ...]) -> None:
         with self.pool.lock:
@@ -208,7 +212,7 @@ class _Worker:
     def _read(self) -> None:
         while True:
             try:
-                message = self._read_from.recv()
+                message = pickle.loads(self._read_from.recv_bytes())
             except (EOFError, OSError):
                 code = self.process.wait()
                 how = f"signal {-code}" if code < 0 else f"exit code {code}"
@@ -341,11 +345,18 @@ class Pool:
         unit: Sequence[Change],
         ctx: ApplyContext,
         deadline: float | None,
-    ) -> None:
+    ) -> list[tuple[Target, Observed | Exception]]:
+        """Apply ``unit`` in its worker, which then reads every target back at once, as
+        the executor's read-back would next: the read-backs come with the outcome, one
+        crossing of the pipes instead of one more per target."""
         fields = (ctx.op_id, ctx.actor, ctx.reason, ctx.ticket, ctx.at)
         changes = [(c.target, c.desired, c.observed, c.kind) for c in unit]
         message = ("apply", changes, fields, deadline)
-        self._call(unit[0].target, ctx.fence, message, deadline)
+        read: list[tuple[bool, Any]] = self._call(unit[0].target, ctx.fence, message, deadline)
+        return [
+            (change.target, found if ok else decode(found))
+            for change, (ok, found) in zip(unit, read, strict=True)
+        ]
 
     def _call(
         self,
@@ -435,10 +446,11 @@ def serve() -> None:
     send_lock = threading.Lock()
 
     def send(message: tuple[Any, ...]) -> None:
+        data = pickle.dumps(message, pickle.HIGHEST_PROTOCOL)
         with send_lock:
-            replies.send(message)
+            replies.send_bytes(data)
 
-    _, path, spec, configs, threads, level, policy = requests.recv()
+    _, path, spec, configs, threads, level, policy = pickle.loads(requests.recv_bytes())
     logs.configure(level)
     inventory = Inventory(path=path, spec=spec, provider_configs=configs)
     for name in inventory.provider_names:  # built once, before the call threads race to
@@ -464,17 +476,24 @@ def serve() -> None:
         changes: list[tuple[Target, Access, Access | None, ChangeKind]],
         fields: tuple[str, str, str, str | None, str],
         deadline: float | None,
-    ) -> None:
+    ) -> list[tuple[bool, Any]]:
         unit = [Change(t, desired, observed, kind) for t, desired, observed, kind in changes]
         first = unit[0].target
         mechanism = inventory.provider(first.provider).mechanism(first.mechanism)
         ctx = ApplyContext(*fields, fence=fences.fence_for(call_id, deadline))
         calls.apply(mechanism, unit, ctx, policy, deadline)
+        read: list[tuple[bool, Any]] = []
+        for change in unit:  # the read-back, in order, right after the write
+            try:
+                read.append((True, calls.observe(mechanism, change.target, policy, deadline)))
+            except Exception as exc:
+                read.append((False, encode(exc)))
+        return read
 
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="call") as pool:
         while True:
             try:
-                message = requests.recv()
+                message = pickle.loads(requests.recv_bytes())
             except (EOFError, OSError):
                 os._exit(0)  # the parent is gone: nothing of ours may go on
             kind = message[0]

@@ -36,14 +36,29 @@ CALL_TIMEOUT = 1.0  # seconds per AWS call: a takeover waits ~2 s for writes in 
 @pytest.fixture(params=["sqlite", "dynamodb"])
 def ws(request: pytest.FixtureRequest, faulty_ws: Workspace) -> Workspace:
     """A workspace through the fault proxy, its state on SQLite or DynamoDB Local."""
+    return on_store(request, faulty_ws, request.param)
+
+
+@pytest.fixture(params=["sqlite", "dynamodb", "sqlite, workers"])
+def stalled_ws(
+    request: pytest.FixtureRequest, faulty_ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> Workspace:
+    """``ws`` on both stores with the calls made by threads, and on SQLite again with
+    them made by two worker processes (killswitch/workers.py)."""
+    store, _, workers = request.param.partition(", ")
+    monkeypatch.setenv("KILLSWITCH_WORKERS", "2" if workers else "0")
+    return on_store(request, faulty_ws, store)
+
+
+def on_store(request: pytest.FixtureRequest, faulty_ws: Workspace, store: str) -> Workspace:
     state = "sqlite:///./.killswitch/state.db"
-    if request.param == "dynamodb":
+    if store == "dynamodb":
         from killswitch.state.dynamodb import DynamoDbStore
 
         state = request.getfixturevalue("dynamodb_local").state_url()
-        store = DynamoDbStore(parse_dynamodb_url(state))
-        store.create_table()
-        store.close()
+        table = DynamoDbStore(parse_dynamodb_url(state))
+        table.create_table()
+        table.close()
     return with_safety_inventory(faulty_ws, state)
 
 
@@ -133,10 +148,10 @@ def stall_an_approved_restore(
 # -- 1 and 4: a revoke racing a restore that is applying -------------------------------------
 
 
-@pytest.mark.usefixtures("fan_out")  # a stopped holder's threads, or its workers
 def test_a_revoke_fences_a_stalled_restore_and_undoes_its_late_writes_before_reporting(
-    ws: Workspace, proxy: FaultProxy, stopped: list[subprocess.Popen[str]]
+    stalled_ws: Workspace, proxy: FaultProxy, stopped: list[subprocess.Popen[str]]
 ) -> None:
+    ws = stalled_ws
     restore, held, approve = stall_an_approved_restore(ws, proxy, stopped)
 
     # A new incident: the revoke is planned while everything still reads revoked.
@@ -261,10 +276,10 @@ def test_resuming_a_partial_restore_after_a_newer_revoke_is_refused(
     assert set(postures(ws).values()) == {"revoked"}
 
 
-@pytest.mark.usefixtures("fan_out")  # a stopped holder's threads, or its workers
 def test_a_broken_lock_then_a_newer_revoke_leaves_the_stalled_restore_nothing_to_resume(
-    ws: Workspace, proxy: FaultProxy, stopped: list[subprocess.Popen[str]]
+    stalled_ws: Workspace, proxy: FaultProxy, stopped: list[subprocess.Popen[str]]
 ) -> None:
+    ws = stalled_ws
     restore, held, approve = stall_an_approved_restore(ws, proxy, stopped)
     # The runbook says: break the lock of a holder that is gone.
     assert ws.run("lock", "break", "--reason", "bob's laptop froze", "--yes").code == 0
