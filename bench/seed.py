@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import statistics
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -31,7 +30,7 @@ import yaml
 
 from bench.fleet import REGIONS, ROLE
 from bench.rig import Rig
-from bench.run import Figure, _timed
+from bench.run import Figure, _median, _timed
 
 # Five more regions where SSM exists: 30 in all.
 SEED_REGIONS = [
@@ -309,19 +308,6 @@ class SeedBench:
             for found in pool.map(read, places):
                 held.update(found)
         return {t: held.get(t, "open") for t in shape.targets()}
-
-
-def _median(figures: list[Figure]) -> Figure:
-    middle = sorted(figures, key=lambda f: f.seconds)[len(figures) // 2]
-    return Figure(
-        statistics.median(f.seconds for f in figures),
-        [f.seconds for f in figures],
-        statistics.median(f.cpu for f in figures if f.cpu is not None),
-        middle.server_cpu,
-        middle.reads,
-        middle.writes,
-        middle.calls,
-    )
 
 
 def as_json(result: SeedResult) -> dict[str, Any]:
