@@ -135,38 +135,7 @@ class Bench:
         return path
 
     def killswitch(self, ws: Path, *args: str, expect: int) -> tuple[Figure, dict[str, Any]]:
-        self.rig.proxy.reset()
-        cost: dict[str, float] = {}
-        with self.rig.server_cpu_during(cost):
-            wall, cpu, done = _timed(
-                [
-                    *self.ks,
-                    "--inventory",
-                    str(ws / "killswitch.yaml"),
-                    "--actor",
-                    "bench",
-                    *args,
-                    "--output",
-                    "json",
-                ],
-                ws,
-            )
-        if done.returncode != expect:
-            raise RuntimeError(
-                f"killswitch {' '.join(args)} exited {done.returncode}, wanted {expect}:\n"
-                f"{done.stderr[-3000:]}"
-            )
-        calls = self.rig.proxy.calls()
-        figure = Figure(
-            wall,
-            [wall],
-            cpu,
-            cost["server_cpu"],
-            reads=calls.get("GetParameter", 0) + calls.get("GetParametersByPath", 0),
-            writes=calls.get("PutParameter", 0),
-            calls=sum(calls.values()),
-        )
-        return figure, json.loads(done.stdout)
+        return measure_killswitch(self.rig, self.ks, ws, args, expect=expect)
 
     def revoke(
         self,
@@ -274,27 +243,7 @@ class Bench:
     ) -> Figure:
         path = self.s.workdir / f"n{shape.n}-targets{'-check' if check else ''}.json"
         path.write_text(json.dumps(subset))
-        self.rig.proxy.reset()
-        cost: dict[str, float] = {}
-        with self.rig.server_cpu_during(cost):
-            wall, cpu, done = _timed(
-                [
-                    sys.executable,
-                    "-m",
-                    module,
-                    "--endpoint",
-                    self.rig.endpoint,
-                    "--targets",
-                    str(path),
-                    *(["--check"] if check else []),
-                ],
-                Path(__file__).resolve().parent.parent,
-            )
-        if done.returncode != 0:
-            raise RuntimeError(f"{module} failed:\n{done.stderr[-3000:]}")
-        out = json.loads(done.stdout)
-        if out["wrong"]:  # --check: a flag not revoked; else: a read back that disagreed
-            raise RuntimeError(f"boto3 loop: {out['wrong']} targets not revoked")
+        wall, cpu, out, cost = baseline(self.rig, module, path, check=check)
         calls = self.rig.proxy.calls()
         scale = shape.n / len(subset)
         self.log(
@@ -400,6 +349,61 @@ class Bench:
 
     def close(self) -> None:
         self.rig.stop()
+
+
+def measure_killswitch(
+    rig: Rig,
+    ks: list[str],
+    ws: Path,
+    args: tuple[str, ...],
+    *,
+    expect: int,
+    env: dict[str, str] | None = None,
+) -> tuple[Figure, dict[str, Any]]:
+    """``killswitch ARGS --output json`` on the inventory in ``ws``, as its own process:
+    its figure (wall, CPU, calls at the proxy, the rig's CPU) and its report."""
+    rig.proxy.reset()
+    cost: dict[str, float] = {}
+    cmd = [*ks, "--inventory", str(ws / "killswitch.yaml"), "--actor", "bench", *args]
+    with rig.server_cpu_during(cost):
+        wall, cpu, done = _timed([*cmd, "--output", "json"], ws, env)
+    if done.returncode != expect:
+        raise RuntimeError(
+            f"killswitch {' '.join(args)} exited {done.returncode}, wanted {expect}:\n"
+            f"{done.stderr[-3000:]}"
+        )
+    calls = rig.proxy.calls()
+    figure = Figure(
+        wall,
+        [wall],
+        cpu,
+        cost["server_cpu"],
+        reads=calls.get("GetParameter", 0) + calls.get("GetParametersByPath", 0),
+        writes=calls.get("PutParameter", 0),
+        calls=sum(calls.values()),
+    )
+    return figure, json.loads(done.stdout)
+
+
+def baseline(
+    rig: Rig, module: str, targets: Path, *, check: bool = False
+) -> tuple[float, float, dict[str, Any], dict[str, float]]:
+    """A baseline script (``python -m MODULE``) on the targets in ``targets`` through the
+    proxy: its wall and CPU seconds, its JSON line, and the rig's CPU meanwhile. Fails
+    when it leaves a target not revoked."""
+    rig.proxy.reset()
+    cost: dict[str, float] = {}
+    cmd = [sys.executable, "-m", module, "--endpoint", rig.endpoint, "--targets", str(targets)]
+    with rig.server_cpu_during(cost):
+        wall, cpu, done = _timed(
+            [*cmd, *(["--check"] if check else [])], Path(__file__).resolve().parent.parent
+        )
+    if done.returncode != 0:
+        raise RuntimeError(f"{module} failed:\n{done.stderr[-3000:]}")
+    out: dict[str, Any] = json.loads(done.stdout)
+    if out["wrong"]:  # --check: a flag not revoked; else: a read back that disagreed
+        raise RuntimeError(f"{module}: {out['wrong']} targets not revoked")
+    return wall, cpu, out, cost
 
 
 def _median(figures: list[Figure]) -> Figure:

@@ -30,7 +30,7 @@ import yaml
 
 from bench.fleet import REGIONS, ROLE
 from bench.rig import Rig
-from bench.run import Figure, _median, _timed
+from bench.run import Figure, _median, baseline, measure_killswitch
 
 # Five more regions where SSM exists: 30 in all.
 SEED_REGIONS = [
@@ -186,25 +186,9 @@ class SeedBench:
         return path
 
     def _killswitch(self, ws: Path, workers: int) -> tuple[Figure, dict[str, Any]]:
-        self.rig.proxy.reset()
-        cost: dict[str, float] = {}
-        cmd = [*self.ks, "--inventory", str(ws / "killswitch.yaml"), "--actor", "bench"]
-        cmd += ["revoke", "--model", "all", "--reason", "bench", "--yes", "--output", "json"]
-        with self.rig.server_cpu_during(cost):
-            wall, cpu, done = _timed(cmd, ws, {WORKERS_ENV: str(workers)})
-        if done.returncode != 0:
-            raise RuntimeError(f"seed revoke exited {done.returncode}:\n{done.stderr[-3000:]}")
-        calls = self.rig.proxy.calls()
-        figure = Figure(
-            wall,
-            [wall],
-            cpu,
-            cost["server_cpu"],
-            reads=calls.get("GetParameter", 0),
-            writes=calls.get("PutParameter", 0),
-            calls=sum(calls.values()),
-        )
-        return figure, json.loads(done.stdout)
+        args = ("revoke", "--model", "all", "--reason", "bench", "--yes")
+        env = {WORKERS_ENV: str(workers)}
+        return measure_killswitch(self.rig, self.ks, ws, args, expect=0, env=env)
 
     def revoke(self, shape: SeedShape, ws: Path, workers: int, result: SeedResult) -> Figure:
         figure, report = self._killswitch(ws, workers)
@@ -254,24 +238,7 @@ class SeedBench:
     def _baseline(self, module: str, subset: list[Target], shape: SeedShape) -> Figure:
         path = self.workdir / f"seed-{module}.json"
         path.write_text(json.dumps(subset))
-        self.rig.proxy.reset()
-        cost: dict[str, float] = {}
-        cmd = [
-            sys.executable,
-            "-m",
-            module,
-            "--endpoint",
-            self.rig.endpoint,
-            "--targets",
-            str(path),
-        ]
-        with self.rig.server_cpu_during(cost):
-            wall, cpu, done = _timed(cmd, Path(__file__).resolve().parent.parent)
-        if done.returncode != 0:
-            raise RuntimeError(f"{module} failed:\n{done.stderr[-3000:]}")
-        out = json.loads(done.stdout)
-        if out["wrong"]:
-            raise RuntimeError(f"{module}: {out['wrong']} targets not revoked")
+        wall, cpu, out, cost = baseline(self.rig, module, path)
         scale = shape.n / len(subset)
         calls = sum(self.rig.proxy.calls().values())
         return Figure(
