@@ -35,12 +35,13 @@ from killswitch.domain import (
     utcnow,
 )
 from killswitch.errors import ExitCode, KillswitchError, UnknownOperation, UsageError
-from killswitch.executor import Executor, Held, StepListener
+from killswitch.executor import Executor, Held
 from killswitch.fleet import Fleet
 from killswitch.identity import Identity, IdentityError, normalise
 from killswitch.inventory import Inventory
 from killswitch.lease import LockRules, Waiting
 from killswitch.outcome import Outcome
+from killswitch.progress import QUIET, Phase, Progress, phase
 from killswitch.selectors import Selector, all_targets, resolve
 from killswitch.state import StateStore
 
@@ -93,7 +94,7 @@ class Switch:
         actor: Identity | str,
         *,
         concurrency: int | None = None,
-        on_step: StepListener | None = None,
+        progress: Progress = QUIET,
         lock_wait: float | None = None,
         on_wait: Waiting | None = None,
         clock: Clock = SYSTEM,
@@ -111,6 +112,7 @@ class Switch:
         self.rules = approvals.Rules.of(inventory)
         self.clock = clock
         self.fleet = Fleet(inventory, concurrency=concurrency)
+        self.fleet.progress = progress
         lock = inventory.spec.policy.lock
         rules = LockRules(
             lock.ttl_seconds,
@@ -121,7 +123,7 @@ class Switch:
             self.fleet,
             store,
             self.actor,
-            on_step,
+            progress=progress,
             rules=rules,
             inflight_seconds=_inflight_bound(inventory),
             clock=clock,
@@ -185,9 +187,16 @@ class Switch:
             raise UsageError(f"no probe covers the targets of {selector.describe()}")
         ledger = self.safety_ledger()  # a row loosened by hand does not loosen the proof
         goals = [(t, e.desired if (e := ledger.get(t.id)) else OPEN) for t in targets]
-        with self._clock():
+        with self._clock(), phase(self.fleet.progress, Phase.PROBE, len(goals)):
             assert self.fleet.deadline is not None
-            effects = prober.until(goals, written_at={}, deadline=self.fleet.deadline)
+            effects = prober.until(
+                goals,
+                written_at={},
+                deadline=self.fleet.deadline,
+                on_effect=lambda t, e: self.fleet.progress.advance(
+                    Phase.PROBE, t, e.result, e.detail
+                ),
+            )
         rows = tuple(
             TargetReport(t, desired, None, effects[t.id].result, effects[t.id].detail)
             for t, desired in goals

@@ -16,6 +16,7 @@ from killswitch.errors import DeadlinePassed, KillswitchError
 from killswitch.fanout import fan_out
 from killswitch.inventory import Inventory
 from killswitch.planner import Observation, diff
+from killswitch.progress import QUIET, Phase, Progress, phase
 
 log = structlog.get_logger("killswitch.fleet")
 
@@ -35,6 +36,7 @@ class Fleet:
         self.per_region = policy.concurrency.per_region
         # The current op's deadline (time.monotonic()); None: no op is running.
         self.deadline: float | None = None
+        self.progress: Progress = QUIET  # told of every read (killswitch/progress.py)
 
     def mechanism(self, target: Target) -> Mechanism:
         return self.inventory.provider(target.provider).mechanism(target.mechanism)
@@ -81,6 +83,10 @@ class Fleet:
 
     def observe_all(self, targets: Sequence[Target]) -> dict[str, Observation]:
         """Every target's observation, or the error that kept us from reading it."""
+        with phase(self.progress, Phase.READ, len(targets)):
+            return self._observe_all(targets)
+
+    def _observe_all(self, targets: Sequence[Target]) -> dict[str, Observation]:
         results: dict[str, Observation] = {}
         for target, outcome in self.fan_out(targets, self.observe, where=lambda t: t):
             if isinstance(outcome, KillswitchError):
@@ -94,7 +100,13 @@ class Fleet:
                 raise outcome
             else:
                 results[target.id] = outcome
+            self.progress.advance(Phase.READ, target, _read(results[target.id]))
         return results
+
+
+def _read(seen: Observation) -> str:
+    """What a read found, as a report row says it."""
+    return "unreadable" if isinstance(seen, KillswitchError) else str(seen.access)
 
 
 def plan(

@@ -1,4 +1,5 @@
-"""Tables, progress lines and JSON. JSON goes to stdout; humans' extras to stderr.
+"""Tables and JSON. JSON goes to stdout; humans' extras to stderr. The progress of an
+op is killswitch/cli/progress.py.
 
 rich is imported only when a table is drawn, so JSON output and ``--help`` stay fast.
 """
@@ -17,7 +18,6 @@ from killswitch.domain import (
     Operation,
     Plan,
     Report,
-    Step,
     Target,
     TargetReport,
 )
@@ -182,14 +182,6 @@ def plan_preview(plan: Plan, stream: IO[str]) -> None:
     if len(pending) > 40:
         console.print(f"  … and {len(pending) - 40} more", markup=False)
     console.print("blast radius: " + blast_radius(c.target for c in pending), markup=False)
-
-
-def step_line(target: Target, step: Step, stream: IO[str]) -> None:
-    """One live progress line per finished target (TTY only)."""
-    glyph = GLYPHS.get(step.result.value, " ")
-    detail = f" — {printable(step.error)}" if step.error else ""
-    stream.write(f"  {glyph} {target.id}: {step.result.value}{detail}\n")
-    stream.flush()
 
 
 def op_json(op: Operation) -> dict[str, object]:

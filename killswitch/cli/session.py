@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from killswitch.engine import Switch
     from killswitch.identity import Identity
     from killswitch.inventory import Inventory
+    from killswitch.progress import Progress
     from killswitch.selectors import Selector
 
 if TYPE_CHECKING:
@@ -202,8 +203,9 @@ def engine_for(
 ) -> Switch:
     """The engine on the inventory's store. ``break_glass`` (revoke, restrict): when the
     shared store cannot be reached, run on a local spool instead, loudly. ``acts``: the
-    command writes, so who acts is read from a credential (reads skip that)."""
-    from killswitch import render
+    command writes, so who acts is read from a credential (reads skip that).
+    ``progress``: the command changes targets, so off a terminal each one finished gets
+    a line on stderr (on a terminal every command that reads providers shows bars)."""
     from killswitch.engine import Switch
     from killswitch.state import break_glass_warning, open_store
     from killswitch.state.spool import default_spool_dir
@@ -228,19 +230,36 @@ def engine_for(
         warning = "\n".join(printable(line) for line in warning.split("\n"))
         color = sys.stderr.isatty() and "NO_COLOR" not in os.environ
         click.secho(warning, fg="red", bold=True, err=True, color=color)
-    on_step = None
-    if progress and session.output == "table" and sys.stderr.isatty():
-        on_step = lambda target, step: render.step_line(target, step, sys.stderr)  # noqa: E731
     return Switch(
         inventory,
         store,
         actor,
         concurrency=session.concurrency,
-        on_step=on_step,
+        progress=_display(session, changes=progress),
         lock_wait=session.lock_wait,
         on_wait=_lock_waiting(),
         deadline=session.deadline,
     )
+
+
+def _display(session: Session, *, changes: bool) -> Progress:
+    """Bars on a terminal; lines elsewhere for a change; else nothing. Closed with the
+    command, whatever way it ends, so no bar is left drawing over an error."""
+    from killswitch.cli.progress import Bars, Lines
+    from killswitch.progress import QUIET
+
+    shown: Bars | Lines
+    tty = sys.stderr.isatty()
+    if tty and session.output == "table":
+        shown = Bars(sys.stderr)
+    elif changes:
+        shown = Lines(sys.stderr, as_json=not tty)
+    else:
+        return QUIET
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None:
+        ctx.call_on_close(shown.close)
+    return shown
 
 
 def _lock_waiting() -> Callable[[Any, float], None]:

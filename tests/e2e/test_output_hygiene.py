@@ -6,7 +6,7 @@ import json
 import os
 import subprocess
 
-from tests.conftest import Workspace, killswitch_command
+from tests.conftest import REGIONS, Workspace, killswitch_command
 from tests.support.faultproxy import FaultProxy
 
 SECRET = "sk-test-9f8e7d6c5b4a-DO-NOT-LEAK"
@@ -55,6 +55,29 @@ def test_logs_are_json_lines_on_stderr_when_not_a_terminal(ws: Workspace) -> Non
     assert {"event", "level", "timestamp"} <= set(events[0])
     assert any(e["event"] == "op finished" and e["status"] == "complete" for e in events)
     assert json.loads(result.stdout)["status"] == "complete"  # stdout is only the report
+
+
+def test_off_a_terminal_a_change_reports_each_target_done_as_a_json_line(ws: Workspace) -> None:
+    result = subprocess.run(
+        [killswitch_command(), "--inventory", str(ws.inventory), "revoke", "-m", "mythos-5",
+         "--reason", "r", "--yes"],
+        capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=120, check=False,
+    )  # fmt: skip
+
+    assert result.returncode == 0, result.stderr
+    events = [json.loads(line) for line in result.stderr.splitlines()]
+    progress = [e for e in events if e["event"] == "progress"]
+    starts = [(e["phase"], e["total"]) for e in progress if "target" not in e]
+    done = [e for e in progress if "target" in e]
+    assert starts == [("read", 8), ("apply", 8)]
+    assert [(e["phase"], e["done"], e["total"]) for e in done] == [
+        ("verify", n, 8) for n in range(1, 9)
+    ]
+    assert {e["target"] for e in done} == {f"aws:aws-prod/{r}/ssm-flag/mythos-5" for r in REGIONS}
+    assert {e["result"] for e in done} == {"verified"}
+    # The table on stdout is the report alone, a row a line, however wide.
+    rows = [line for line in result.stdout.splitlines() if line.startswith("✓")]
+    assert len(rows) == 8 and all(line.rstrip().endswith("verified") for line in rows)
 
 
 def test_role_arn_is_assumed_before_any_write(faulty_ws: Workspace, proxy: FaultProxy) -> None:

@@ -1,26 +1,46 @@
-"""At a terminal: one confirmation that shows the blast radius; 'no' changes nothing."""
+"""At a terminal: one confirmation that shows the blast radius; 'no' changes nothing; a
+bar per phase while an op runs, then a report that fits the terminal's width."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import pty
+import re
 import select
+import struct
 import subprocess
+import termios
 import time
 
 from tests.conftest import MODELS, NON_US, US, Workspace, killswitch_command
+from tests.support.faultproxy import FaultProxy, aws_error, for_region
+
+ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+COLOR = re.compile(r"\x1b\[[0-9;]*m")
 
 
-def _at_terminal(ws: Workspace, answer: str, *args: str) -> tuple[int, str]:
-    """Run killswitch with a pseudo-terminal for stdin and stderr; type ``answer``."""
+def _at_terminal(
+    ws: Workspace,
+    answer: str,
+    *args: str,
+    columns: int = 80,
+    color: bool = False,
+    stdout_too: bool = False,
+) -> tuple[int, str]:
+    """Run killswitch with a pseudo-terminal ``columns`` wide for stdin and stderr (and
+    stdout, with ``stdout_too``); type ``answer`` when asked."""
     leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 50, columns, 0, 0))
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES", "NO_COLOR")}
+    env |= ws.credentials("alice") | ({} if color else {"NO_COLOR": "1"})
     process = subprocess.Popen(
         [killswitch_command(), "--inventory", str(ws.inventory), "--actor", "alice", *args],
         stdin=follower,
         stderr=follower,
-        stdout=subprocess.PIPE,
+        stdout=follower if stdout_too else subprocess.PIPE,
         text=True,
-        env={**os.environ, "NO_COLOR": "1"},
+        env=env,
     )
     os.close(follower)
     screen = b""
@@ -30,7 +50,7 @@ def _at_terminal(ws: Workspace, answer: str, *args: str) -> tuple[int, str]:
         ready, _, _ = select.select([leader], [], [], 0.2)
         if ready:
             try:
-                chunk = os.read(leader, 4096)
+                chunk = os.read(leader, 65536)
             except OSError:
                 break
             if not chunk:
@@ -43,9 +63,14 @@ def _at_terminal(ws: Workspace, answer: str, *args: str) -> tuple[int, str]:
             break
     process.wait(timeout=60)
     os.close(leader)
-    assert process.stdout is not None
-    process.stdout.close()
+    if process.stdout is not None:
+        process.stdout.close()
     return process.returncode, screen.decode(errors="replace")
+
+
+def _lines(screen: str) -> list[str]:
+    """What is left on the screen, line by line: each redraw of a bar replaces the last."""
+    return [ESCAPE.sub("", line.split("\r")[-1]) for line in screen.split("\r\n")]
 
 
 def test_terminal_prompt_shows_blast_radius_and_yes_applies(ws: Workspace) -> None:
@@ -64,3 +89,66 @@ def test_terminal_prompt_answered_no_changes_nothing(ws: Workspace) -> None:
     assert code == 64
     assert "nothing was changed" in screen
     assert all(ws.flag(r, m) is None for r in US + NON_US for m in MODELS)
+
+
+def test_a_revoke_at_a_terminal_shows_each_phase_done_then_a_clean_report(ws: Workspace) -> None:
+    code, screen = _at_terminal(
+        ws, "y", "revoke", "-s", "outside-us", "--reason", "order", "--yes", stdout_too=True
+    )
+
+    assert code == 0
+    assert not COLOR.search(screen)  # NO_COLOR
+    lines = _lines(screen)
+    # One finished bar per phase, left on screen with its count: read under the lock,
+    # then the writes and their read-backs.
+    finished = [line.split()[0] for line in lines if re.search(r"━ 8/8 \d+:\d\d:\d\d", line)]
+    assert finished == ["read", "apply", "verify"]
+    # The report comes after the bars, whole: no cursor tricks inside it, every row on it.
+    shown = "\x1b[?25h"  # the cursor, shown again as the last bar stops
+    report = screen[screen.rindex(shown) + len(shown) :]
+    assert report.startswith("revoke")
+    assert not ESCAPE.search(report)
+    rows = [line for line in _lines(report) if line.startswith("✓")]
+    assert len(rows) == 8
+    assert all("revoked" in row and row.rstrip().endswith("verified") for row in rows)
+
+
+def test_the_bar_counts_failed_targets_as_they_fail(
+    faulty_ws: Workspace, proxy: FaultProxy
+) -> None:
+    ws = faulty_ws
+    proxy.add(for_region("eu-west-1", "PutParameter"), **aws_error("AccessDeniedException", "no"))
+
+    code, screen = _at_terminal(ws, "y", "revoke", "-s", "outside-us", "--reason", "o", "--yes")
+
+    assert code == 3
+    verify = next(line for line in _lines(screen) if line.startswith("verify"))
+    assert "8/8" in verify and verify.rstrip().endswith("2 failed")
+    assert ws.posture("eu-west-1", "mythos-5") == "open"
+    assert ws.posture("eu-central-1", "mythos-5") == "revoked"
+
+
+def test_without_no_color_the_terminal_gets_colors(ws: Workspace) -> None:
+    # The other runs here set NO_COLOR and assert there is none: this shows it matters.
+    _, screen = _at_terminal(ws, "y", "status", color=True, stdout_too=True)
+
+    assert COLOR.search(screen)
+    assert "━" in screen
+
+
+def test_with_json_output_a_terminal_gets_a_plain_line_per_target_and_no_bars(
+    ws: Workspace,
+) -> None:
+    code, screen = _at_terminal(
+        ws, "y", "revoke", "-s", "outside-us", "--reason", "o", "-y", "-o", "json"
+    )
+
+    assert code == 0
+    assert "━" not in screen
+    assert not ESCAPE.search(screen)
+    lines = [line for line in screen.splitlines() if line.startswith("[")]
+    assert [line.split()[0] for line in lines] == [f"[{n}/8]" for n in range(1, 9)]
+    assert all(line.endswith(" verified") for line in lines)
+    assert {line.split()[1] for line in lines} == {
+        f"aws:aws-prod/{r}/ssm-flag/{m}" for r in NON_US for m in MODELS
+    }
