@@ -152,3 +152,73 @@ def test_with_json_output_a_terminal_gets_a_plain_line_per_target_and_no_bars(
     assert {line.split()[1] for line in lines} == {
         f"aws:aws-prod/{r}/ssm-flag/{m}" for r in NON_US for m in MODELS
     }
+
+
+def _export_control(ws: Workspace) -> None:
+    """Outside the US revoked; inside it, restricted to US persons."""
+    reason = "Commerce export order: block mythos-5 and fable-5 outside the US, now"
+    assert ws.run("revoke", "-s", "outside-us", "--reason", reason, "--yes").code == 0
+    restrict = ("restrict", "-m", "all", "-r", "us-*", "-a", "us-person", "--reason", reason)
+    assert ws.run(*restrict, "--yes").code == 0
+
+
+def test_after_an_export_order_every_table_reads_whole_at_80_and_120_columns(
+    ws: Workspace,
+) -> None:
+    _export_control(ws)
+
+    shown = {
+        command: _at_terminal(ws, "y", *command.split(), columns=80, stdout_too=True)[1]
+        for command in ("status", "ops list", "audit list")
+    }
+    _, wide = _at_terminal(ws, "y", "status", columns=120, stdout_too=True)
+
+    for command, screen in shown.items():
+        lines = _lines(screen)
+        assert all(len(line) <= 80 for line in lines), (command, [len(x) for x in lines])
+        assert "…" not in screen, command
+    # 80 columns: the target ids and postures wrap where they may, never inside a word.
+    status = " ".join(_lines(shown["status"]))
+    assert status.count("restricted(") == 16 and status.count("us-person)") == 16
+    assert status.count("revoked") == 16 and len(re.findall(r"\bin-sync\b", status)) == 17
+    ops = shown["ops list"]
+    op_ids = [op["id"] for op in ws.run("ops", "list", "-o", "json").json()["ops"]]
+    assert all(op_id in ops for op_id in op_ids)
+    words = " ".join(_lines(ops)).split()
+    reason = ["Commerce", "export", "order:", "block", "mythos-5", "and", "fable-5", "outside"]
+    assert all(word in words for word in reason)
+    # 120 columns: a target a line, a column for each part of it.
+    rows = [line.split() for line in _lines(wide) if line.startswith("=")]
+    assert len(rows) == 16
+    assert {(r[1], r[3], r[5], r[6], r[7]) for r in rows} == {
+        (m, region, posture, posture, "in-sync")
+        for m in MODELS
+        for region, posture in [(r, "revoked") for r in NON_US]
+        + [(r, "restricted(us-person)") for r in US]
+    }
+
+
+def test_two_accounts_are_told_apart_by_an_account_column(ws: Workspace) -> None:
+    ws.write_inventory(
+        providers={
+            "aws-prod": {
+                "type": "aws",
+                "regions": ["eu-west-1"],
+                "mechanisms": ["ssm-flag"],
+                "endpoint_url": ws.endpoint,
+                "role_arn": "arn:aws:iam::{account}:role/killswitch-operator",
+                "accounts": [{"id": "111111111111"}, {"id": "222222222222"}],
+            }
+        },
+        scopes={},
+    )
+
+    revoke = ws.run("revoke", "-m", "mythos-5", "--reason", "order", "--yes")
+
+    assert revoke.code == 0, revoke.stderr
+    header = revoke.stdout.splitlines()[1].split()
+    table = [line.split() for line in revoke.stdout.splitlines() if line.startswith("✓")]
+    assert header == ["model", "provider", "account", "region", "mechanism", "observed",
+                      "desired", "result"]  # fmt: skip
+    assert sorted(row[3] for row in table) == ["111111111111", "222222222222"]
+    assert "1 region(s) at 1 provider(s) (aws-prod) in 2 accounts" in revoke.stdout
