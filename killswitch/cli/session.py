@@ -146,7 +146,7 @@ def selector_options(fn: F) -> F:
                 "models",
                 multiple=True,
                 metavar="NAME",
-                help="Model name or glob; 'all'; '!glob' excludes. Repeatable.",
+                help="Model name or glob; 'all'; 'not:glob' (or '!glob') excludes. Repeatable.",
             ),
             click.option(
                 "--region",
@@ -154,7 +154,8 @@ def selector_options(fn: F) -> F:
                 "regions",
                 multiple=True,
                 metavar="REGION",
-                help="Region name or glob ('eu-*'); 'all'; '!us-*' excludes. Repeatable.",
+                help="Region name or glob ('eu-*'); 'all'; not:us-* (or '!us-*') excludes. "
+                "Repeatable.",
             ),
             click.option(
                 "--provider",
