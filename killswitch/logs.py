@@ -65,3 +65,9 @@ def progress_logger() -> Any:
         processors=_processors(),
         wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
     )
+
+
+def silence() -> None:
+    """No log line at all (shell completion: stdout carries the candidates)."""
+    logging.disable(logging.CRITICAL)
+    structlog.configure(logger_factory=structlog.ReturnLoggerFactory())

@@ -9,6 +9,7 @@ from typing import NoReturn
 
 import click
 
+from killswitch.cli import complete
 from killswitch.cli.session import Session
 from killswitch.errors import ExitCode, Interrupted, KillswitchError
 
@@ -19,6 +20,7 @@ from killswitch.errors import ExitCode, Interrupted, KillswitchError
     "-i",
     "inventory_path",
     metavar="PATH",
+    type=click.Path(),
     help="Inventory file (default: $KILLSWITCH_INVENTORY or ./killswitch.yaml).",
 )
 @click.option(
@@ -87,6 +89,8 @@ def _fail(message: str, code: int, session: Session | None = None, hint: str = "
 def main(argv: list[str] | None = None) -> NoReturn:
     """Run the CLI and exit with a documented code; never a traceback for a known error."""
     session = Session(None, None, None)
+    if complete.COMPLETE_VAR in os.environ:  # TAB in a shell (killswitch/cli/complete.py)
+        complete.register()
     try:
         code = cli.main(args=argv, prog_name="killswitch", standalone_mode=False, obj=session)
         code = int(code or 0)

@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from killswitch.cli import complete
 from killswitch.cli.app import cli
 from killswitch.cli.session import (
     F,
@@ -184,7 +185,7 @@ restore = cli.command(
 
 
 @cli.command()
-@click.argument("op_id")
+@click.argument("op_id", shell_complete=complete.op_awaiting_approval)
 @click.option("--yes", "-y", is_flag=True, help="Do not ask before applying.")
 @session_options
 @lock_options
@@ -197,7 +198,7 @@ def approve(session: Session, /, op_id: str, yes: bool) -> int:
 
 
 @cli.command()
-@click.argument("op_id")
+@click.argument("op_id", shell_complete=complete.op_awaiting_approval)
 @click.option("--reason", required=True, help="Why the restore is declined (audited).")
 @session_options
 @click.pass_obj

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from killswitch.cli import complete
 from killswitch.cli.app import cli
 from killswitch.cli.session import (
     Session,
@@ -39,7 +40,7 @@ def ops_list(session: Session, /, limit: int) -> int:
 
 
 @ops.command("show")
-@click.argument("op_id")
+@click.argument("op_id", shell_complete=complete.any_op)
 @session_options
 @click.pass_obj
 def ops_show(session: Session, /, op_id: str) -> int:
@@ -75,7 +76,7 @@ def ops_show(session: Session, /, op_id: str) -> int:
 
 
 @ops.command("resume")
-@click.argument("op_id")
+@click.argument("op_id", shell_complete=complete.resumable_op)
 @click.option("--yes", "-y", is_flag=True, help="Do not ask before applying.")
 @session_options
 @lock_options

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from killswitch.cli import complete
 from killswitch.cli.app import cli
 from killswitch.cli.session import (
     Session,
@@ -205,7 +206,7 @@ def runbook_run(
 
 
 @runbook.command("resume")
-@click.argument("run_id")
+@click.argument("run_id", shell_complete=complete.runbook_run)
 @click.option("--yes", "-y", is_flag=True, help="Skip confirm steps and prompts.")
 @session_options
 @lock_options

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from killswitch.cli import complete
 from killswitch.domain import Plan, Report
 from killswitch.errors import UsageError
 from killswitch.outcome import Outcome
@@ -75,6 +76,7 @@ def session_options(fn: F) -> F:
         "-i",
         "inventory_path",
         metavar="PATH",
+        type=click.Path(),
         expose_value=False,
         callback=remember("inventory_path"),
         help="Inventory file (default: $KILLSWITCH_INVENTORY or ./killswitch.yaml).",
@@ -146,6 +148,7 @@ def selector_options(fn: F) -> F:
                 "models",
                 multiple=True,
                 metavar="NAME",
+                shell_complete=complete.models,
                 help="Model name or glob; 'all'; 'not:glob' (or '!glob') excludes. Repeatable.",
             ),
             click.option(
@@ -154,6 +157,7 @@ def selector_options(fn: F) -> F:
                 "regions",
                 multiple=True,
                 metavar="REGION",
+                shell_complete=complete.regions,
                 help="Region name or glob ('eu-*'); 'all'; not:us-* (or '!us-*') excludes. "
                 "Repeatable.",
             ),
@@ -163,6 +167,7 @@ def selector_options(fn: F) -> F:
                 "providers",
                 multiple=True,
                 metavar="NAME",
+                shell_complete=complete.providers,
                 help="Provider instance or type. Repeatable.",
             ),
             click.option(
@@ -170,9 +175,16 @@ def selector_options(fn: F) -> F:
                 "target_globs",
                 multiple=True,
                 metavar="GLOB",
+                shell_complete=complete.targets,
                 help="Glob over target ids (aws:aws-prod/eu-west-1/ssm-flag/mythos-5).",
             ),
-            click.option("--scope", "-s", metavar="NAME", help="A named scope from the inventory."),
+            click.option(
+                "--scope",
+                "-s",
+                metavar="NAME",
+                shell_complete=complete.scopes,
+                help="A named scope from the inventory.",
+            ),
         ]
     ):
         fn = decorator(fn)

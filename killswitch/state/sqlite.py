@@ -77,11 +77,16 @@ ADDED_COLUMNS = (
 class SqliteStore:
     """StateStore on SQLite. One connection shared by threads, serialised by a mutex."""
 
-    def __init__(self, path: Path, *, clock: Clock = SYSTEM) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+    def __init__(self, path: Path, *, clock: Clock = SYSTEM, read_only: bool = False) -> None:
         self.path = path
         self.clock = clock  # leases expire on it: tests move it instead of sleeping
         self._mutex = threading.Lock()
+        if read_only:  # shell completion: an existing file, read, never waited on or made
+            uri = f"{path.resolve().as_uri()}?mode=ro"
+            self._db = sqlite3.connect(uri, uri=True, timeout=1, check_same_thread=False)
+            self._db.row_factory = sqlite3.Row
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
