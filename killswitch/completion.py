@@ -9,6 +9,7 @@ candidates: a shell completing a word must never show an error or hang.
 from __future__ import annotations
 
 import contextlib
+import re
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from killswitch.state import StateStore
 
 T = TypeVar("T")
+WORD = re.compile(r"[A-Za-z0-9._:@/*?!\[\]-]{1,512}")  # names, ids, globs: nothing else
 SECONDS = 3.0  # the longest a look into the store may take before TAB offers nothing
 MAX_OPS = 200  # the newest ops offered
 
@@ -147,10 +149,12 @@ def _store(path: Path) -> StateStore | None:
 
 def matching(candidates: Iterable[str], incomplete: str) -> list[str]:
     """The candidates that complete ``incomplete``; after an exclude prefix (``not:``,
-    ``!``) the candidates are offered with it."""
+    ``!``) the candidates are offered with it. A candidate that is not a plain word
+    (the file is read before it is validated; a store may be edited) is never offered:
+    a line break or an escape would reach the shell."""
     prefix = next((p for p in EXCLUDE_PREFIXES if incomplete.startswith(p)), "")
     rest = incomplete.removeprefix(prefix)
-    return [prefix + c for c in candidates if c.startswith(rest)]
+    return [prefix + c for c in candidates if c.startswith(rest) and WORD.fullmatch(c)]
 
 
 def _unique(values: Iterable[str]) -> tuple[str, ...]:

@@ -180,10 +180,12 @@ def draw(
 ) -> None:
     """Print the first of ``layouts`` that fits ``room`` columns (None: off a terminal,
     the first at its natural width). When none fits, the last at its narrowest: wider
-    than the terminal, which then wraps its lines, but nothing is cut."""
+    than the terminal, which then wraps its lines, but nothing is cut. Every cell's
+    control characters are shown, not obeyed (a row may come from an edited store)."""
     from rich.table import Table
     from rich.text import Text
 
+    layouts = [_harmless(layout) for layout in layouts]
     chosen, widths = layouts[0], None
     if room is not None:
         for layout in layouts:
@@ -222,6 +224,17 @@ def draw(
     total = sum(widths) + GAP * (len(widths) - 1)
     # Never narrower than the table: rich would cut the columns to make it fit.
     console_for(stream, width=max(total, room or 0, len(title or ""))).print(table)
+
+
+def _harmless(layout: Layout) -> Layout:
+    from killswitch.text import printable
+
+    def cell(value: Cell) -> Cell:
+        text, style = (value, None) if isinstance(value, str) else value
+        shown = "\n".join(printable(line) for line in text.split("\n"))
+        return shown if style is None else (shown, style)
+
+    return Layout(layout.columns, [[cell(c) for c in row] for row in layout.rows])
 
 
 def _width(text: str) -> int:

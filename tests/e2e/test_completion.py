@@ -119,6 +119,10 @@ def test_no_inventory_or_a_broken_one_means_no_candidates_and_no_error(
     state = "dynamodb://killswitch-state?region=us-east-1&endpoint_url=http://127.0.0.1:9"
     unanswered.write_text(yaml.safe_dump({**INVENTORY, "state": state}, sort_keys=False))
     assert _tab(f"killswitch -i {unanswered} approve ") == []
+    hostile = tmp_path / "hostile.yaml"  # read before it is validated: names unchecked
+    models = {"mythos-5": {}, "m\x1b[2J": {}, "m\nplain,rm -rf": {}}
+    hostile.write_text(yaml.safe_dump({**INVENTORY, "models": models}, sort_keys=False))
+    assert _tab(f"killswitch -i {hostile} status -m m") == ["mythos-5"]
 
 
 def test_tab_offers_every_target_id_with_the_account(inventory: Path) -> None:

@@ -117,3 +117,17 @@ def test_a_layout_that_cannot_fit_without_cutting_says_so() -> None:
 
     assert fit(layout, 20) is None
     assert fit(layout, 26) == [15, 9]  # "awaiting-" / "approval"
+
+
+def test_an_edited_store_cannot_move_the_cursor_through_a_table(
+    columns: pytest.MonkeyPatch,
+) -> None:
+    forged = Target("aws", "aws-prod", "eu-west-1\x1b[2J", "ssm-flag", "mythos-5\x07")
+    report = Report(
+        "op-1", Outcome.COMPLETE, (TargetReport(forged, US_PERSON, US_PERSON, "verified"),)
+    )
+
+    shown = "\n".join(_shown(report, 80, columns))
+
+    assert "\x1b" not in shown and "\x07" not in shown
+    assert "eu-west-1\\x1b[2J" in shown.replace("\n", "").replace(" ", "")
