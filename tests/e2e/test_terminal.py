@@ -69,8 +69,28 @@ def _at_terminal(
 
 
 def _lines(screen: str) -> list[str]:
-    """What is left on the screen, line by line: each redraw of a bar replaces the last."""
-    return [ESCAPE.sub("", line.split("\r")[-1]) for line in screen.split("\r\n")]
+    """What is left on the screen, line by line, as a terminal shows it: the bars redraw
+    in place (carriage return, cursor up, erase line), so only their last frame stays."""
+    rows: list[list[str]] = [[]]
+    row = col = 0
+    for token in re.findall(r"\x1b\[[0-9;?]*[A-Za-z]|\r|\n|[^\x1b\r\n]", screen):
+        if token == "\r":
+            col = 0
+        elif token == "\n":
+            row += 1
+            rows += [[] for _ in range(row + 1 - len(rows))]
+        elif token.startswith("\x1b["):
+            count = int(token[2:-1]) if token[2:-1].isdigit() else 1
+            if token.endswith("A"):
+                row = max(0, row - count)
+            elif token.endswith("K"):
+                del rows[row][0 if token == "\x1b[2K" else col :]
+        else:
+            line = rows[row]
+            line += [" "] * (col + 1 - len(line))
+            line[col] = token
+            col += 1
+    return ["".join(line).rstrip() for line in rows]
 
 
 def test_terminal_prompt_shows_blast_radius_and_yes_applies(ws: Workspace) -> None:
