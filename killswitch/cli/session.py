@@ -40,6 +40,7 @@ class Session:
     lock_wait: float | None = None  # --lock-timeout; None: policy.lock.wait_seconds
     deadline: float | None = None  # --deadline; None: policy.deadline_seconds
     key: str | None = None  # --key: the SSH key that signs restores, approvals, declines
+    argv: tuple[str, ...] = ()  # the command line as typed, for the next step to show
 
     def load(self) -> Inventory:
         from killswitch import inventory
@@ -280,13 +281,26 @@ def confirmer(yes: bool) -> Callable[[Plan], None]:
 
 
 def finish(session: Session, report: Report, title: str) -> int:
+    """Print ``report`` and, when it did not end well, the command to run next."""
     from killswitch import render
+    from killswitch.cli import nextstep
 
+    then = nextstep.for_report(report, session.argv)
     if session.output == "json":
-        render.emit_json(render.report_json(report))
+        render.emit_json(report_document(session, report))
     else:
         render.report_table(report, title)
+        if then and not report.message.startswith("next:"):
+            click.echo(f"next: {then}")
     return int(report.status.exit_code)
+
+
+def report_document(session: Session, report: Report) -> dict[str, object]:
+    """A report as JSON, with ``next``: the command to run when it did not end well."""
+    from killswitch import render
+    from killswitch.cli import nextstep
+
+    return {**render.report_json(report), "next": nextstep.for_report(report, session.argv) or None}
 
 
 def finish_op(session: Session, switch: Switch, report: Report, title: str) -> int:
