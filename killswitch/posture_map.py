@@ -194,13 +194,10 @@ def survey(
 
 def _grouped(columns: list[Column]) -> Callable[[Column], tuple[int, int, int]]:
     """Columns side by side per provider, then per account, in the order first seen."""
-    providers = list(dict.fromkeys(c.provider for c in columns))
-    accounts = list(dict.fromkeys((c.provider, c.account) for c in columns))
-    return lambda c: (
-        providers.index(c.provider),
-        accounts.index((c.provider, c.account)),
-        columns.index(c),
-    )
+    providers = {p: i for i, p in enumerate(dict.fromkeys(c.provider for c in columns))}
+    accounts = {a: i for i, a in enumerate(dict.fromkeys((c.provider, c.account) for c in columns))}
+    seen = {c: i for i, c in enumerate(columns)}
+    return lambda c: (providers[c.provider], accounts[c.provider, c.account], seen[c])
 
 
 # -- the page ---------------------------------------------------------------------------
