@@ -22,7 +22,9 @@ if TYPE_CHECKING:
     from killswitch.selectors import Selector
 
 if TYPE_CHECKING:
-    pass
+    _Choice = click.Choice[str]
+else:  # click before 8.2 has no generic Choice
+    _Choice = click.Choice
 
 F = TypeVar("F", bound=Callable[..., Any])
 # The ends of an op that the inventory's webhook hears of.
@@ -59,8 +61,27 @@ class Session:
         return str(self.identity(self.load()).principal)
 
 
-def session_options(fn: F) -> F:
-    """--inventory, --actor and --output, accepted after the command name too."""
+class OutputFormat(_Choice):
+    """``--output``: table or json; html (the posture map) where the command draws one.
+    Elsewhere html is a usage error (exit 64) that says where it goes."""
+
+    def __init__(self, html: bool) -> None:
+        super().__init__(["table", "json", "html"] if html else ["table", "json"])
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        if value == "html" and "html" not in self.choices:
+            self.fail(
+                "html is the posture map, drawn only by `killswitch status`; "
+                "this command takes table or json",
+                param,
+                ctx,
+            )
+        return str(super().convert(value, param, ctx))
+
+
+def session_options(fn: F, *, html: bool = False) -> F:
+    """--inventory, --actor and --output, accepted after the command name too. ``html``:
+    the command also draws the posture map (``--output html``)."""
 
     def remember(attr: str) -> Callable[[click.Context, click.Parameter, Any], Any]:
         def callback(ctx: click.Context, _param: click.Parameter, value: Any) -> Any:
@@ -97,10 +118,13 @@ def session_options(fn: F) -> F:
     fn = click.option(
         "--output",
         "-o",
-        type=click.Choice(["table", "json"]),
+        type=OutputFormat(html),
         expose_value=False,
         callback=remember("output"),
-        help="table (default) or json on stdout.",
+        help="table (default), json, or html: the posture map, one self-contained page; "
+        "all on stdout."
+        if html
+        else "table (default) or json on stdout.",
     )(fn)
     return fn
 
