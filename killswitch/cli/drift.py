@@ -96,7 +96,9 @@ def drift(
         from killswitch import render
 
         document = report_document(session, check.final)
-        render.emit_json(document | {"effect": report_document(session, proven)})
+        probed = report_document(session, proven)
+        document |= {"effect": probed, "next": document["next"] or probed["next"]}
+        render.emit_json(document)
         code = max(code, int(proven.status.exit_code))
     else:
         finish(session, check.final, "drift")

@@ -51,9 +51,22 @@ def for_lock() -> str:
     return "killswitch lock status  # who holds it, for which op, until when"
 
 
+# Flags whose value may hold a secret (a webhook URL carries its token): never echoed.
+UNSAID = ("--notify",)
+
+
 def _rerun(argv: Sequence[str], *, add: str = "", drop: str = "") -> str:
-    """The same command line again (as typed, quoted for the shell), adjusted."""
-    words = [w for w in argv if w != drop]
+    """The same command line again (as typed, quoted for the shell), adjusted; a flag
+    that may carry a secret is left out with its value."""
+    words: list[str] = []
+    skip = False
+    for word in argv:
+        if skip:
+            skip = False
+        elif word in UNSAID:
+            skip = True
+        elif word != drop and not word.startswith(tuple(f"{f}=" for f in UNSAID)):
+            words.append(word)
     if add and add not in words:
         words.append(add)
     return "killswitch " + " ".join(shlex.quote(w) for w in words)
