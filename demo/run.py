@@ -147,11 +147,13 @@ def say(text: str) -> None:
     print(f"\n{BOLD}## {text}{RESET}", flush=True)
 
 
-def killswitch(command_line: str, *, expect: int) -> str:
-    """Run ``killswitch COMMAND_LINE`` as a user would; stop the demo on a surprise exit code."""
+def killswitch(command_line: str, *, expect: int, into: Path | None = None) -> str:
+    """Run ``killswitch COMMAND_LINE`` as a user would; stop the demo on a surprise exit code.
+    With ``into``, its stdout goes to that file (as `> FILE` would), not the screen."""
     args = shlex.split(command_line)
     command = shutil.which("killswitch", path=str(Path(sys.executable).parent)) or "killswitch"
-    print(f"{DIM}$ killswitch {command_line}{RESET}", flush=True)
+    shown = f" > {into.name}" if into else ""
+    print(f"{DIM}$ killswitch {command_line}{shown}{RESET}", flush=True)
     result = subprocess.run(
         [command, *args],
         env=ENV,
@@ -161,7 +163,10 @@ def killswitch(command_line: str, *, expect: int) -> str:
         timeout=120,
         check=False,
     )
-    sys.stdout.write(result.stdout)
+    if into is not None:
+        into.write_text(result.stdout)
+    else:
+        sys.stdout.write(result.stdout)
     sys.stdout.write(result.stderr)
     print(f"{DIM}(exit {result.returncode}){RESET}", flush=True)
     if result.returncode != expect:
@@ -270,6 +275,8 @@ def main() -> None:
         killswitch(f"runbook show {lockdown}", expect=0)
         killswitch(f"--actor alice runbook run {lockdown} --var ticket=INC-2041 --yes", expect=0)
         killswitch("status", expect=0)
+        killswitch("status --output html", expect=0, into=WORK / "posture.html")
+        print(f"the posture map, one self-contained page: {WORK / 'posture.html'}")
         say("Proof by effect: gateways refuse all outside the US, serve only US persons in it")
         killswitch("verify --effect --model all", expect=0)
         show_iam_policy(server.url, "mythos-5")
