@@ -212,11 +212,7 @@ class Switch:
         drifted = [r for r in found.rows if r.result in ("drift", "unmanaged")]
         if not (fix or fix_open) or found.status not in (Outcome.DRIFT, Outcome.UNREADABLE):
             if drifted:  # say what drifted, and the command that closes it again
-                message = (
-                    f"{len(drifted)} target(s) differ from the ledger: {_names(drifted)}; "
-                    "next: `killswitch drift --fix` re-closes what is more open "
-                    "(`--fix-open` also requests restores for what is more closed)"
-                )
+                message = f"{len(drifted)} target(s) differ from the ledger: {_names(drifted)}"
                 found = Report(None, found.status, found.rows, message)
             return DriftCheck(found, (), found)
         reason = f"drift-check run by {self.actor}: back to the ledger's posture"
@@ -876,9 +872,7 @@ def _next_step(op: Operation, rows: Sequence[TargetReport]) -> str:
     refused = [r for r in rows if r.result == StepResult.REFUSED.value]
     hint = f"next: fix what failed, then `killswitch ops resume {op.id}`"
     if refused:
-        return (
-            f"{len(refused)} target(s) refused ({refused[0].error}); the rest were applied. " + hint
-        )
+        return f"{hint}; {len(refused)} target(s) refused ({refused[0].error}), the rest applied"
     return hint
 
 

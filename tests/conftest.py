@@ -6,6 +6,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -83,6 +84,27 @@ class Result:
 
     def json(self) -> Any:
         return json.loads(self.stdout)
+
+
+NEXT_STEP = re.compile(r"^next: \S", re.MULTILINE)
+
+
+def shows_next_step(result: Result) -> bool:
+    """Every exit but 0 and 64 names the command to run next (docs/exit-codes.md): a
+    ``next:`` line on a terminal, ``next`` (a report) or ``error.hint`` in JSON. A 64
+    changed nothing, and its message says what to fix on the command line."""
+    if result.code in (0, 64):
+        return True
+    if NEXT_STEP.search(result.stdout) or NEXT_STEP.search(result.stderr):
+        return True
+    try:
+        data = json.loads(result.stdout)
+    except ValueError:
+        return False
+    if not isinstance(data, dict):
+        return False
+    error = data.get("error")
+    return bool(data.get("next") or (isinstance(error, dict) and error.get("hint")))
 
 
 @dataclass
@@ -165,7 +187,9 @@ class Workspace:
                     os.environ.pop(k, None)
                 else:
                     os.environ[k] = v
-        return Result(code, out.getvalue(), err.getvalue())
+        result = Result(code, out.getvalue(), err.getvalue())
+        assert shows_next_step(result), f"exit {code} of {args} names no next step:\n{result}"
+        return result
 
     def spawn(self, *args: str, actor: str = "alice", **kwargs: Any) -> subprocess.Popen[str]:
         """The installed ``killswitch`` command as its own process, as ``actor``."""

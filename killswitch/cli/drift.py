@@ -16,6 +16,7 @@ from killswitch.cli.session import (
     inventory_webhook,
     lock_options,
     make_selector,
+    report_document,
     selector_options,
     session_options,
 )
@@ -94,7 +95,10 @@ def drift(
     elif session.output == "json":  # one document: the drift report, and the probes'
         from killswitch import render
 
-        render.emit_json(render.report_json(check.final) | {"effect": render.report_json(proven)})
+        document = report_document(session, check.final)
+        probed = report_document(session, proven)
+        document |= {"effect": probed, "next": document["next"] or probed["next"]}
+        render.emit_json(document)
         code = max(code, int(proven.status.exit_code))
     else:
         finish(session, check.final, "drift")

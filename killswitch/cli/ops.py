@@ -13,6 +13,7 @@ from killswitch.cli.session import (
     finish,
     finish_op,
     lock_options,
+    report_document,
     session_options,
 )
 
@@ -51,7 +52,7 @@ def ops_show(session: Session, /, op_id: str) -> int:
     if session.output == "json":
         from killswitch import render
 
-        data = render.report_json(report)
+        data = report_document(session, report)
         data["operation"] = render.op_json(op)
         data |= switch.approval_state(op).to_json()
         render.emit_json(data)

@@ -24,7 +24,9 @@ if TYPE_CHECKING:
     from killswitch.selectors import Selector
 
 if TYPE_CHECKING:
-    pass
+    _Choice = click.Choice[str]
+else:  # click before 8.2 has no generic Choice
+    _Choice = click.Choice
 
 F = TypeVar("F", bound=Callable[..., Any])
 # The ends of an op that the inventory's webhook hears of.
@@ -42,6 +44,7 @@ class Session:
     lock_wait: float | None = None  # --lock-timeout; None: policy.lock.wait_seconds
     deadline: float | None = None  # --deadline; None: policy.deadline_seconds
     key: str | None = None  # --key: the SSH key that signs restores, approvals, declines
+    argv: tuple[str, ...] = ()  # the command line as typed, for the next step to show
 
     def load(self) -> Inventory:
         from killswitch import inventory
@@ -60,8 +63,27 @@ class Session:
         return str(self.identity(self.load()).principal)
 
 
-def session_options(fn: F) -> F:
-    """--inventory, --actor and --output, accepted after the command name too."""
+class OutputFormat(_Choice):
+    """``--output``: table or json; html (the posture map) where the command draws one.
+    Elsewhere html is a usage error (exit 64) that says where it goes."""
+
+    def __init__(self, html: bool) -> None:
+        super().__init__(["table", "json", "html"] if html else ["table", "json"])
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        if value == "html" and "html" not in self.choices:
+            self.fail(
+                "html is the posture map, drawn only by `killswitch status`; "
+                "this command takes table or json",
+                param,
+                ctx,
+            )
+        return str(super().convert(value, param, ctx))
+
+
+def session_options(fn: F, *, html: bool = False) -> F:
+    """--inventory, --actor and --output, accepted after the command name too. ``html``:
+    the command also draws the posture map (``--output html``)."""
 
     def remember(attr: str) -> Callable[[click.Context, click.Parameter, Any], Any]:
         def callback(ctx: click.Context, _param: click.Parameter, value: Any) -> Any:
@@ -99,10 +121,13 @@ def session_options(fn: F) -> F:
     fn = click.option(
         "--output",
         "-o",
-        type=click.Choice(["table", "json"]),
+        type=OutputFormat(html),
         expose_value=False,
         callback=remember("output"),
-        help="table (default) or json on stdout.",
+        help="table (default), json, or html: the posture map, one self-contained page; "
+        "all on stdout."
+        if html
+        else "table (default) or json on stdout.",
     )(fn)
     return fn
 
@@ -312,13 +337,26 @@ def confirmer(yes: bool) -> Callable[[Plan], None]:
 
 
 def finish(session: Session, report: Report, title: str) -> int:
+    """Print ``report`` and, when it did not end well, the command to run next."""
     from killswitch import render
+    from killswitch.cli import nextstep
 
+    then = nextstep.for_report(report, session.argv)
     if session.output == "json":
-        render.emit_json(render.report_json(report))
+        render.emit_json(report_document(session, report))
     else:
         render.report_table(report, title)
+        if then and not report.message.startswith("next:"):
+            click.echo(f"next: {then}")
     return int(report.status.exit_code)
+
+
+def report_document(session: Session, report: Report) -> dict[str, object]:
+    """A report as JSON, with ``next``: the command to run when it did not end well."""
+    from killswitch import render
+    from killswitch.cli import nextstep
+
+    return {**render.report_json(report), "next": nextstep.for_report(report, session.argv) or None}
 
 
 def finish_op(session: Session, switch: Switch, report: Report, title: str) -> int:
