@@ -205,8 +205,10 @@ runbook_run = _offer(_runs, store=True)
 @click.argument("shell", type=click.Choice(SHELLS))
 @click.pass_context
 def completion(ctx: click.Context, shell: str) -> None:
-    """Print the script that makes SHELL complete killswitch's models, regions,
-    providers, scopes, targets and op ids from your inventory.
+    """Print the script that makes TAB complete killswitch in SHELL.
+
+    TAB then offers the inventory's models, regions, providers, scopes and target
+    ids, and the store's op and run ids. Install it once:
 
     \b
     bash:  eval "$(killswitch completion bash)"     # in ~/.bashrc (bash 4.4+)
