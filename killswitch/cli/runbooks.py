@@ -168,14 +168,27 @@ def _ask_once(consent: Consent) -> bool:
 
 
 class _StepHeaders:
-    """A line on stderr as each step starts, and one as it ends: a run is never silent."""
+    """A line on stderr as each step starts, and one as it ends: a run is never silent.
+    Off a terminal the lines are JSON, as the logs and the progress lines are."""
+
+    def __init__(self) -> None:
+        from killswitch.logs import progress_logger
+
+        self.log = None if sys.stderr.isatty() else progress_logger()
 
     def started(self, index: int, total: int, step: StepSpec) -> None:
-        click.echo(f"── step {index + 1}/{total} [{step.kind}] {step.name}", err=True)
+        if self.log is not None:
+            self.log.info("step started", step=index + 1, of=total, kind=step.kind, name=step.name)
+        else:
+            click.echo(f"── step {index + 1}/{total} [{step.kind}] {step.name}", err=True)
 
     def finished(self, outcome: StepOutcome) -> None:
         from killswitch.text import printable
 
+        if self.log is not None:
+            done = {k: v for k, v in outcome.to_json().items() if k != "index"}
+            self.log.info("step finished", step=outcome.index + 1, **done)
+            return
         op = f" op {outcome.op}" if outcome.op else ""
         detail = f" — {printable(outcome.detail)}" if outcome.detail else ""
         click.echo(f"   {outcome.status}{op}{detail}", err=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from pathlib import Path
 
 from tests.conftest import REGIONS, Workspace, killswitch_command
 from tests.support.faultproxy import FaultProxy
@@ -101,3 +102,19 @@ def test_role_arn_is_assumed_before_any_write(faulty_ws: Workspace, proxy: Fault
     # Once to read (session killswitch-observe), once to write (session named after the op).
     assert proxy.count("AssumeRole") == 2
     assert ws.posture("eu-west-1", "fable-5") == "revoked"
+
+
+def test_off_a_terminal_a_runbook_says_each_step_as_a_json_line(ws: Workspace) -> None:
+    book = str(Path(__file__).resolve().parents[2] / "runbooks" / "global-emergency-off.yaml")
+    result = _run(ws, "runbook", "run", book, "--var", "models=mythos-5", "--var", "ticket=T-1",
+                  "--yes", "-o", "json")  # fmt: skip
+
+    assert result.returncode == 0, result.stderr
+    events = [json.loads(line) for line in result.stderr.splitlines() if line.strip()]
+    steps = [(e["event"], e["step"]) for e in events if e["event"].startswith("step ")]
+    assert steps == [
+        ("step started", 1), ("step finished", 1),
+        ("step started", 2), ("step finished", 2),
+        ("step started", 3), ("step finished", 3),
+    ]  # fmt: skip
+    assert json.loads(result.stdout)["status"] == "complete"
