@@ -19,12 +19,13 @@ from killswitch.domain import (
     LedgerEntry,
     Operation,
     OpStatus,
+    OpTiming,
     Step,
     StepResult,
 )
 
 # The fields a table keeps as JSON text.
-OP_NESTED = ("desired", "target_ids")
+OP_NESTED = ("desired", "target_ids", "timing")
 STEP_NESTED = ("observed", "desired")
 LEDGER_NESTED = ("desired",)
 EVENT_NESTED = ("payload",)
@@ -42,6 +43,7 @@ OP_COLUMNS = (
     "created_at",
     "status",
     "required_approvals",
+    "timing",  # added later: a row from before it has none (NULL, or no attribute)
 )
 
 
@@ -69,6 +71,7 @@ def op_to_json(op: Operation) -> dict[str, Any]:
         "created_at": op.created_at,
         "status": op.status.value,
         "required_approvals": op.required_approvals,
+        "timing": timing_to_json(op.timing) if op.timing else None,
     }
 
 
@@ -85,6 +88,7 @@ def op_from_json(data: Mapping[str, Any]) -> Operation:
         created_at=data["created_at"],
         status=OpStatus(data["status"]),
         required_approvals=int(data["required_approvals"]),
+        timing=timing_from_json(timing) if (timing := data.get("timing")) else None,
     )
 
 
@@ -94,6 +98,35 @@ def op_row(op: Operation) -> dict[str, Any]:
 
 def op_from_row(row: Mapping[str, Any]) -> Operation:
     return op_from_json(unflat(row, OP_NESTED))
+
+
+def timing_to_json(timing: OpTiming) -> dict[str, Any]:
+    return {
+        "started_at": timing.started_at,
+        "runs": timing.runs,
+        "verified_after": timing.verified_after,
+        "effective_after": timing.effective_after,
+        "phases": dict(timing.phases),
+    }
+
+
+def timing_from_json(data: Mapping[str, Any]) -> OpTiming:
+    def seconds(value: Any) -> float | None:
+        return None if value is None else float(value)
+
+    phases = data.get("phases") or {}
+    return OpTiming(
+        started_at=str(data["started_at"]),
+        runs=int(data["runs"]),
+        verified_after=seconds(data.get("verified_after")),
+        effective_after=seconds(data.get("effective_after")),
+        phases=tuple((str(name), float(value)) for name, value in phases.items()),
+    )
+
+
+def timing_row(timing: OpTiming) -> str:
+    """``timing`` as an op row's ``timing`` column holds it."""
+    return str(flat({"timing": timing_to_json(timing)}, OP_NESTED)["timing"])
 
 
 # -- journal steps ------------------------------------------------------------------------
