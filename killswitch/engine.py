@@ -44,6 +44,8 @@ from killswitch.outcome import Outcome
 from killswitch.progress import QUIET, Phase, Progress, phase
 from killswitch.selectors import Selector, all_targets, resolve
 from killswitch.state import StateStore
+from killswitch.state.codec import timing_to_json
+from killswitch.timing import Stopwatch
 
 log = structlog.get_logger("killswitch.engine")
 
@@ -99,6 +101,7 @@ class Switch:
         on_wait: Waiting | None = None,
         clock: Clock = SYSTEM,
         deadline: float | None = None,
+        started: float | None = None,
     ) -> None:
         self.inventory = inventory
         # Seconds a change, approve or resume may take, planning and verifying included
@@ -111,8 +114,13 @@ class Switch:
         self.actor = self.identity.principal
         self.rules = approvals.Rules.of(inventory)
         self.clock = clock
+        # Time to kill (killswitch/timing.py): the first op counts from ``started`` (on
+        # ``clock``'s monotonic time: when the command began), later ones from their call.
+        # It hears what the display hears, and passes it on.
+        self.stopwatch = Stopwatch(clock, progress)
+        self._started = started
         self.fleet = Fleet(inventory, concurrency=concurrency)
-        self.fleet.progress = progress
+        self.fleet.progress = self.stopwatch
         lock = inventory.spec.policy.lock
         rules = LockRules(
             lock.ttl_seconds,
@@ -123,7 +131,7 @@ class Switch:
             self.fleet,
             store,
             self.actor,
-            progress=progress,
+            progress=self.stopwatch,
             rules=rules,
             inflight_seconds=_inflight_bound(inventory),
             clock=clock,
@@ -306,6 +314,8 @@ class Switch:
             return
         budget = seconds or self.deadline or self.inventory.spec.policy.deadline_seconds
         self.fleet.deadline = time.monotonic() + budget
+        started, self._started = self._started, None
+        self.stopwatch.begin(self.clock.monotonic() if started is None else started)
         try:
             yield
         finally:
@@ -329,11 +339,14 @@ class Switch:
         targets = [c.target for c in preview.changes]
         ids = [t.id for t in targets]
         if confirm is not None and (preview.pending or preview.unreadable):
-            confirm(preview)
+            with self.stopwatch.phase("confirm"):
+                confirm(preview)
         op_id, existing = self._find_op(action, ids, requested, ticket, idempotency_key, False)
         if existing is not None and existing.status.unfinished:
             return self.resume(existing.id)
+        self.stopwatch.enter("lock")
         with self.executor.hold(op_id, Intent.TIGHTEN) as held:
+            self.stopwatch.enter("plan")
             plan = self.executor.plan(action, requested, targets, held)
             losers = self._loosening_ops(ids)
             needed = (
@@ -350,7 +363,7 @@ class Switch:
             op_id, _ = self._find_op(action, ids, requested, ticket, idempotency_key, True)
             op = self._record_op(op_id, preview, selector, reason, ticket, OpStatus.RUNNING)
             self._supersede(losers, op, held)
-            self.executor.apply(op, plan, held)
+            self._apply(op, plan, held)
         return self.op_report(op.id)
 
     def _request_restore(
@@ -384,7 +397,8 @@ class Switch:
         if not work:
             return self._plan_report(plan, None, Outcome.NOTHING_TO_DO)
         self._careful(approving=False)
-        confirm(plan)
+        with self.stopwatch.phase("confirm"):
+            confirm(plan)
         op = self._record_op(op_id, plan, selector, reason, ticket, OpStatus.AWAITING_APPROVAL)
         have = approvals.record(self.store, self._tally(op), self.identity, as_requester=True)
         if len(have) < op.required_approvals:
@@ -505,7 +519,8 @@ class Switch:
             plan = self._plan_of(op)
             _refuse_blocked(plan)
             if plan.pending or plan.unreadable:
-                confirm(plan)
+                with self.stopwatch.phase("confirm"):
+                    confirm(plan)
         have = approvals.record(self.store, tally, self.identity, as_requester=False)
         if len(have) < op.required_approvals:
             return self._awaiting(self._tally(op))
@@ -566,8 +581,11 @@ class Switch:
             if not op.action.tightens:
                 _refuse_blocked(preview)
             if preview.pending or preview.unreadable:
-                confirm(preview)
+                with self.stopwatch.phase("confirm"):
+                    confirm(preview)
+        self.stopwatch.enter("lock")
         with self.executor.hold(op.id, Intent.of(op.action)) as held:
+            self.stopwatch.enter("plan")
             op = self.operation(op.id)  # as it is now that the lock is ours
             if op.status is OpStatus.COMPLETE:
                 return self.op_report(op.id)  # the holder we waited for finished it
@@ -578,8 +596,21 @@ class Switch:
             plan = self.executor.plan(op.action, op.desired, self._targets_of(op), held)
             if not op.action.tightens:
                 _refuse_blocked(plan)
-            self.executor.apply(op, plan, held)
+            self._apply(op, plan, held)
         return self.op_report(op.id)
+
+    def _apply(self, op: Operation, plan: Plan, held: Held) -> None:
+        """Apply ``plan`` for ``op``, and record how long this run took, with the op and
+        in the audit log (``op.timed``). The timing is best effort: the op is done."""
+        self.stopwatch.applying()
+        status = self.executor.apply(op, plan, held)
+        timing = self.stopwatch.timing(status, op.target_ids, self.store.steps(op.id), op.timing)
+        try:
+            payload: dict[str, object] = {"timing": timing_to_json(timing)}
+            self.store.append_audit(self.actor, replay.TIMED, op.id, payload)
+            self.store.set_op_timing(op.id, timing, held.lease)
+        except KillswitchError as exc:
+            log.warning("could not record the op's timing", op=op.id, error=str(exc))
 
     def _still_standing(self, op: Operation, held: Held) -> None:
         """Under the lock, a restore checks once more that it may re-open; if not, it is
