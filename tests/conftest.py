@@ -19,6 +19,7 @@ import boto3
 import pytest
 import yaml
 
+from killswitch.clock import SYSTEM, Clock
 from tests.support.faultproxy import FaultProxy
 from tests.support.servers import MotoServer
 
@@ -165,9 +166,16 @@ class Workspace:
             }
         return self.people[person]
 
-    def run(self, *args: str, actor: str = "alice", env: dict[str, str] | None = None) -> Result:
+    def run(
+        self,
+        *args: str,
+        actor: str = "alice",
+        env: dict[str, str] | None = None,
+        clock: Clock = SYSTEM,
+    ) -> Result:
         """The CLI in this process, exactly as main() runs it (exit codes included), as
-        ``actor`` (their credentials; the name is also given as the --actor label)."""
+        ``actor`` (their credentials; the name is also given as the --actor label), the
+        engine on ``clock``."""
         from killswitch.cli import main
 
         out, err = io.StringIO(), io.StringIO()
@@ -178,7 +186,7 @@ class Workspace:
         try:
             with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
                 try:
-                    main(argv)
+                    main(argv, clock=clock)
                 except SystemExit as exc:
                     code = int(exc.code or 0)
         finally:

@@ -11,6 +11,7 @@ import click
 
 from killswitch.cli import complete
 from killswitch.cli.session import Session
+from killswitch.clock import SYSTEM, Clock
 from killswitch.errors import ExitCode, Interrupted, KillswitchError
 
 
@@ -88,9 +89,11 @@ def _fail(message: str, code: int, session: Session | None = None, hint: str = "
     return code
 
 
-def main(argv: list[str] | None = None) -> NoReturn:
-    """Run the CLI and exit with a documented code; never a traceback for a known error."""
-    session = Session(None, None, None, argv=tuple(sys.argv[1:] if argv is None else argv))
+def main(argv: list[str] | None = None, *, clock: Clock = SYSTEM) -> NoReturn:
+    """Run the CLI and exit with a documented code; never a traceback for a known error.
+    ``clock``: the engine's (tests pass one that moves only when they say)."""
+    args = tuple(sys.argv[1:] if argv is None else argv)
+    session = Session(None, None, None, argv=args, clock=clock)
     if complete.COMPLETE_VAR in os.environ:  # TAB in a shell (killswitch/cli/complete.py)
         complete.register()
     try:

@@ -59,6 +59,11 @@ def ops_show(session: Session, /, op_id: str) -> int:
         return int(report.status.exit_code)
     title = f"{op.action.value} → {op.desired} by {op.actor}: {op.reason}"
     code = finish(session, report, title)
+    if op.timing is not None:
+        from killswitch.timing import describe
+
+        for line in describe(op.timing, op.action):
+            click.echo(line)
     if not op.action.tightens:
         from killswitch.text import printable
 

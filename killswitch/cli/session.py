@@ -6,12 +6,13 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from killswitch.cli import complete
+from killswitch.clock import SYSTEM, Clock
 from killswitch.domain import Plan, Report
 from killswitch.errors import UsageError
 from killswitch.outcome import Outcome
@@ -45,6 +46,12 @@ class Session:
     deadline: float | None = None  # --deadline; None: policy.deadline_seconds
     key: str | None = None  # --key: the SSH key that signs restores, approvals, declines
     argv: tuple[str, ...] = ()  # the command line as typed, for the next step to show
+    clock: Clock = SYSTEM  # the engine's (tests pass one that never sleeps)
+    # When the command began (on ``clock``): an op's time to kill counts from here.
+    started: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.started = self.clock.monotonic()
 
     def load(self) -> Inventory:
         from killswitch import inventory
@@ -277,6 +284,8 @@ def engine_for(
         lock_wait=session.lock_wait,
         on_wait=_lock_waiting(),
         deadline=session.deadline,
+        clock=session.clock,
+        started=session.started,
     )
 
 
@@ -365,7 +374,8 @@ def finish_op(session: Session, switch: Switch, report: Report, title: str) -> i
 
     url = inventory_webhook(switch.inventory, "op")
     if url and report.op_id and report.status in ANNOUNCED:
-        notify.send(url, notify.op_message(title, report, switch.actor))
+        op = switch.store.get_op(report.op_id)
+        notify.send(url, notify.op_message(title, report, switch.actor, op))
     code = finish(session, report, title)
     switch.anchor()
     return code
