@@ -88,6 +88,8 @@ def drift(
             check.final.rows, finished_at=time.time(), duration=time.monotonic() - started
         )
         text += metrics.effect_metrics(proven.rows) if proven is not None else ""
+        # The ops done since the last run (and before) count in the time-to-kill SLO.
+        text += metrics.time_to_kill_metrics(switch.store.list_ops(metrics.OPS_READ))
         metrics.write_atomically(metrics_file, text)
     code = int(check.exit_code)
     if proven is None:
