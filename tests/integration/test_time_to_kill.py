@@ -390,3 +390,39 @@ def test_a_heal_by_the_scheduled_drift_check_counts_in_that_run_s_export(
     assert histogram[("killswitch_time_to_kill_seconds_sum", "")] == 5.5 + sum(heal.values())
     last = families["killswitch_last_op_phase_seconds"].samples
     assert {s.labels["phase"]: s.value for s in last} == heal
+
+
+def test_a_restore_counts_from_the_approval_that_applied_it_not_from_the_request(
+    faulty_ws: Workspace, clock: ManualClock, tmp_path: Path
+) -> None:
+    revoke = ("revoke", "-m", "mythos-5", "-r", "eu-*", "--reason", "order", "--yes")
+    assert faulty_ws.run(*SERIAL, *revoke, clock=clock).code == 0
+    request = faulty_ws.run(*SERIAL, "restore", "-m", "mythos-5", "-r", "eu-*", "--reason",
+                            "lifted", "--yes", "-o", "json", clock=clock)  # fmt: skip
+    assert request.code == 5, request.stderr  # waits for a second person
+    op = request.json()["op"]
+    clock.advance(3600)  # bob approves an hour later
+    approved_at = clock.now()
+
+    approve = faulty_ws.run(*SERIAL, "approve", op, "--yes", actor="bob", clock=clock)
+
+    assert approve.code == 0, approve.stderr
+    assert faulty_ws.posture("eu-west-1", "mythos-5") == "open"
+    # Bob's command reads both targets to show him, again under the lock, then opens them.
+    phases = {"setup": IDENTITY, "plan": 4 * READ, "confirm": 0.0, "lock": 0.0,
+              "apply": WRITE + READ + WRITE, "verify": READ}  # fmt: skip
+    timing = faulty_ws.run("ops", "show", op, "-o", "json").json()["operation"]["timing"]
+    assert timing == {
+        "started_at": iso(approved_at),
+        "runs": 1,
+        "verified_after": sum(phases.values()),
+        "effective_after": None,
+        "phases": phases,
+    }
+    assert f"time to restore: verified after 6.00s (from the command at {iso(approved_at)})" in (
+        faulty_ws.run("ops", "show", op).stdout
+    )
+    families = metrics(faulty_ws, tmp_path / "killswitch.prom")
+    restores = samples(families["killswitch_time_to_kill_seconds"], action="restore")
+    assert restores[("killswitch_time_to_kill_seconds_bucket", "10.0")] == 1
+    assert restores[("killswitch_time_to_kill_seconds_sum", "")] == 6.0
