@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -345,8 +345,9 @@ def confirmer(yes: bool) -> Callable[[Plan], None]:
     return confirm
 
 
-def finish(session: Session, report: Report, title: str) -> int:
-    """Print ``report`` and, when it did not end well, the command to run next."""
+def finish(session: Session, report: Report, title: str, notes: Sequence[str] = ()) -> int:
+    """Print ``report`` (and ``notes`` under it on a terminal) and, when it did not end
+    well, the command to run next, last."""
     from killswitch import render
     from killswitch.cli import nextstep
 
@@ -355,6 +356,8 @@ def finish(session: Session, report: Report, title: str) -> int:
         render.emit_json(report_document(session, report))
     else:
         render.report_table(report, title)
+        for note in notes:
+            click.echo(note)
         if then and not report.message.startswith("next:"):
             click.echo(f"next: {then}")
     return int(report.status.exit_code)
@@ -371,12 +374,14 @@ def report_document(session: Session, report: Report) -> dict[str, object]:
 def finish_op(session: Session, switch: Switch, report: Report, title: str) -> int:
     """Render an op's report and, when the inventory asks for it, post it to the webhook."""
     from killswitch import notify
+    from killswitch.timing import headline
 
+    op = switch.store.get_op(report.op_id) if report.op_id else None
     url = inventory_webhook(switch.inventory, "op")
-    if url and report.op_id and report.status in ANNOUNCED:
-        op = switch.store.get_op(report.op_id)
+    if url and op is not None and report.status in ANNOUNCED:
         notify.send(url, notify.op_message(title, report, switch.actor, op))
-    code = finish(session, report, title)
+    timed = [headline(op.timing, op.action)] if op is not None and op.timing else []
+    code = finish(session, report, title, timed)
     switch.anchor()
     return code
 

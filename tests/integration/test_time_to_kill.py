@@ -408,6 +408,7 @@ def test_a_restore_counts_from_the_approval_that_applied_it_not_from_the_request
 
     assert approve.code == 0, approve.stderr
     assert faulty_ws.posture("eu-west-1", "mythos-5") == "open"
+    assert "time to restore: verified after 6.00s" in approve.stdout  # bob sees it at once
     # Bob's command reads both targets to show him, again under the lock, then opens them.
     phases = {"setup": IDENTITY, "plan": 4 * READ, "confirm": 0.0, "lock": 0.0,
               "apply": WRITE + READ + WRITE, "verify": READ}  # fmt: skip
