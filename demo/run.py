@@ -20,7 +20,14 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from demo.fleet import killswitch_rules, make_alb, make_cluster, replicas  # noqa: E402
+from demo.fleet import (  # noqa: E402
+    MODELS_YAML,
+    fleet_entries,
+    killswitch_rules,
+    make_alb,
+    make_cluster,
+    replicas,
+)
 from tests.support.dynamodb_local import DynamoDbLocal  # noqa: E402
 from tests.support.partnersim import PartnerSim  # noqa: E402
 from tests.support.servers import MotoServer  # noqa: E402
@@ -90,38 +97,18 @@ def start_gateways(endpoint: str) -> tuple[dict[str, str], list[Any]]:
 
 def inventory(endpoint: str, partner_url: str, kubeconfig: Path, state: str) -> str:
     regions = ", ".join(US + ELSEWHERE)
+    fleet = fleet_entries(endpoint, FLEET_REGIONS, kubeconfig)
     return f"""\
 version: 1
 state: {state}
-models:
-  mythos-5:
-    aws:
-      bedrock_ids: [anthropic.mythos-5-v1:0]
-      route: {{path: "/v1/models/mythos-5/*"}}
-  fable-5:
-    aws:
-      bedrock_ids: [anthropic.fable-5-v1:0]
-      route: {{path: "/v1/models/fable-5/*"}}
-providers:
+{MODELS_YAML}providers:
   aws-prod:                      # Bedrock and the gateways' flags, every region
     type: aws
     regions: [{regions}]
     mechanisms: [ssm-flag, iam-deny]
     endpoint_url: {endpoint}
     iam: {{roles: [bedrock-callers]}}
-  aws-fleet:                     # self-hosted servers behind ALBs tagged killswitch:model
-    type: aws
-    regions: [{", ".join(FLEET_REGIONS)}]
-    mechanisms: [elb-rule]
-    endpoint_url: {endpoint}
-  k8s-eu:                        # our own serving cluster in Europe
-    type: kubernetes
-    context: eu-prod
-    kubeconfig: {kubeconfig}
-    region: eu-west-1
-    namespaces: [serving]
-    mechanisms: [configmap-flag, scale, network-policy]
-  acme:                          # a partner platform reselling both models
+{fleet}  acme:                          # a partner platform reselling both models
     type: partner
     base_url: {partner_url}
     key_id: killswitch-demo
@@ -160,11 +147,13 @@ def say(text: str) -> None:
     print(f"\n{BOLD}## {text}{RESET}", flush=True)
 
 
-def killswitch(command_line: str, *, expect: int) -> str:
-    """Run ``killswitch COMMAND_LINE`` as a user would; stop the demo on a surprise exit code."""
+def killswitch(command_line: str, *, expect: int, into: Path | None = None) -> str:
+    """Run ``killswitch COMMAND_LINE`` as a user would; stop the demo on a surprise exit code.
+    With ``into``, its stdout goes to that file (as `> FILE` would), not the screen."""
     args = shlex.split(command_line)
     command = shutil.which("killswitch", path=str(Path(sys.executable).parent)) or "killswitch"
-    print(f"{DIM}$ killswitch {command_line}{RESET}", flush=True)
+    shown = f" > {into.name}" if into else ""
+    print(f"{DIM}$ killswitch {command_line}{shown}{RESET}", flush=True)
     result = subprocess.run(
         [command, *args],
         env=ENV,
@@ -174,7 +163,10 @@ def killswitch(command_line: str, *, expect: int) -> str:
         timeout=120,
         check=False,
     )
-    sys.stdout.write(result.stdout)
+    if into is not None:
+        into.write_text(result.stdout)
+    else:
+        sys.stdout.write(result.stdout)
     sys.stdout.write(result.stderr)
     print(f"{DIM}(exit {result.returncode}){RESET}", flush=True)
     if result.returncode != expect:
@@ -283,6 +275,8 @@ def main() -> None:
         killswitch(f"runbook show {lockdown}", expect=0)
         killswitch(f"--actor alice runbook run {lockdown} --var ticket=INC-2041 --yes", expect=0)
         killswitch("status", expect=0)
+        killswitch("status --output html", expect=0, into=WORK / "posture.html")
+        print(f"the posture map, one self-contained page: {WORK / 'posture.html'}")
         say("Proof by effect: gateways refuse all outside the US, serve only US persons in it")
         killswitch("verify --effect --model all", expect=0)
         show_iam_policy(server.url, "mythos-5")

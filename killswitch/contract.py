@@ -160,6 +160,15 @@ class Readiness(Protocol):
 
 
 @runtime_checkable
+class Reachability(Protocol):
+    """Optional: what a kill needs that only a call can show, checked by ``inventory
+    validate --reach`` (e.g. the AWS roles a deny policy is attached to exist in each
+    account). Each problem names what is missing and where; reads only, bounded."""
+
+    def reach(self) -> list[str]: ...
+
+
+@runtime_checkable
 class LeastPrivilege(Protocol):
     """Optional: a provider that can print the least-privilege policy its levers need."""
 

@@ -245,6 +245,28 @@ class StepResult(StrEnum):
 DONE = frozenset({StepResult.VERIFIED, StepResult.SKIPPED, StepResult.KEPT, StepResult.EFFECTIVE})
 
 
+PHASES = ("setup", "plan", "confirm", "lock", "apply", "verify", "effect")
+"""Where a run of an op spends its time, in the order it does (killswitch/timing.py)."""
+
+
+@dataclass(frozen=True)
+class OpTiming:
+    """How long an op took to take hold, in seconds on the engine's clock, from the start
+    of the command that first applied it: its time to kill (killswitch/timing.py)."""
+
+    started_at: str  # when that command began (UTC, ISO-8601)
+    runs: int  # the commands that applied the op: a resume is one more
+    # Until every target read back as set; None while one has not (a partial op).
+    verified_after: float | None
+    # Until every probe agreed with every target; None without probes, or while one does not.
+    effective_after: float | None
+    # The last run's phases, in PHASES order; ``effect`` only where probes ran.
+    phases: tuple[tuple[str, float], ...] = ()
+
+    def phase(self, name: str) -> float | None:
+        return dict(self.phases).get(name)
+
+
 @dataclass(frozen=True)
 class Operation:
     """One applied (or to-be-applied) plan, as recorded in the journal."""
@@ -260,6 +282,7 @@ class Operation:
     created_at: str
     status: OpStatus
     required_approvals: int = 0
+    timing: OpTiming | None = None  # set when a run of the op ends (None: never applied)
 
 
 @dataclass(frozen=True)

@@ -35,14 +35,17 @@ from killswitch.domain import (
     utcnow,
 )
 from killswitch.errors import ExitCode, KillswitchError, UnknownOperation, UsageError
-from killswitch.executor import Executor, Held, StepListener
+from killswitch.executor import Executor, Held
 from killswitch.fleet import Fleet
 from killswitch.identity import Identity, IdentityError, normalise
 from killswitch.inventory import Inventory
 from killswitch.lease import LockRules, Waiting
 from killswitch.outcome import Outcome
+from killswitch.progress import QUIET, Phase, Progress, phase
 from killswitch.selectors import Selector, all_targets, resolve
 from killswitch.state import StateStore
+from killswitch.state.codec import timing_to_json
+from killswitch.timing import Stopwatch
 
 log = structlog.get_logger("killswitch.engine")
 
@@ -93,11 +96,12 @@ class Switch:
         actor: Identity | str,
         *,
         concurrency: int | None = None,
-        on_step: StepListener | None = None,
+        progress: Progress = QUIET,
         lock_wait: float | None = None,
         on_wait: Waiting | None = None,
         clock: Clock = SYSTEM,
         deadline: float | None = None,
+        started: float | None = None,
     ) -> None:
         self.inventory = inventory
         # Seconds a change, approve or resume may take, planning and verifying included
@@ -110,7 +114,13 @@ class Switch:
         self.actor = self.identity.principal
         self.rules = approvals.Rules.of(inventory)
         self.clock = clock
+        # Time to kill (killswitch/timing.py): the first op counts from ``started`` (on
+        # ``clock``'s monotonic time: when the command began), later ones from their call.
+        # It hears what the display hears, and passes it on.
+        self.stopwatch = Stopwatch(clock, progress)
+        self._started = started
         self.fleet = Fleet(inventory, concurrency=concurrency)
+        self.fleet.progress = self.stopwatch
         lock = inventory.spec.policy.lock
         rules = LockRules(
             lock.ttl_seconds,
@@ -121,7 +131,7 @@ class Switch:
             self.fleet,
             store,
             self.actor,
-            on_step,
+            progress=self.stopwatch,
             rules=rules,
             inflight_seconds=_inflight_bound(inventory),
             clock=clock,
@@ -185,9 +195,16 @@ class Switch:
             raise UsageError(f"no probe covers the targets of {selector.describe()}")
         ledger = self.safety_ledger()  # a row loosened by hand does not loosen the proof
         goals = [(t, e.desired if (e := ledger.get(t.id)) else OPEN) for t in targets]
-        with self._clock():
+        with self._clock(), phase(self.fleet.progress, Phase.PROBE, len(goals)):
             assert self.fleet.deadline is not None
-            effects = prober.until(goals, written_at={}, deadline=self.fleet.deadline)
+            effects = prober.until(
+                goals,
+                written_at={},
+                deadline=self.fleet.deadline,
+                on_effect=lambda t, e: self.fleet.progress.advance(
+                    Phase.PROBE, t, e.result, e.detail
+                ),
+            )
         rows = tuple(
             TargetReport(t, desired, None, effects[t.id].result, effects[t.id].detail)
             for t, desired in goals
@@ -203,11 +220,7 @@ class Switch:
         drifted = [r for r in found.rows if r.result in ("drift", "unmanaged")]
         if not (fix or fix_open) or found.status not in (Outcome.DRIFT, Outcome.UNREADABLE):
             if drifted:  # say what drifted, and the command that closes it again
-                message = (
-                    f"{len(drifted)} target(s) differ from the ledger: {_names(drifted)}; "
-                    "next: `killswitch drift --fix` re-closes what is more open "
-                    "(`--fix-open` also requests restores for what is more closed)"
-                )
+                message = f"{len(drifted)} target(s) differ from the ledger: {_names(drifted)}"
                 found = Report(None, found.status, found.rows, message)
             return DriftCheck(found, (), found)
         reason = f"drift-check run by {self.actor}: back to the ledger's posture"
@@ -301,6 +314,8 @@ class Switch:
             return
         budget = seconds or self.deadline or self.inventory.spec.policy.deadline_seconds
         self.fleet.deadline = time.monotonic() + budget
+        started, self._started = self._started, None
+        self.stopwatch.begin(self.clock.monotonic() if started is None else started)
         try:
             yield
         finally:
@@ -325,11 +340,14 @@ class Switch:
         targets = [c.target for c in preview.changes]
         ids = [t.id for t in targets]
         if confirm is not None and (preview.pending or preview.unreadable):
-            confirm(preview)
+            with self.stopwatch.phase("confirm"):
+                confirm(preview)
         op_id, existing = self._find_op(action, ids, requested, ticket, idempotency_key, False)
         if existing is not None and existing.status.unfinished:
             return self.resume(existing.id)
+        self.stopwatch.enter("lock")
         with self.executor.hold(op_id, Intent.TIGHTEN) as held:
+            self.stopwatch.enter("plan")
             plan = self.executor.plan(action, requested, targets, held)
             losers = self._loosening_ops(ids)
             needed = (
@@ -346,7 +364,7 @@ class Switch:
             op_id, _ = self._find_op(action, ids, requested, ticket, idempotency_key, True)
             op = self._record_op(op_id, preview, selector, reason, ticket, OpStatus.RUNNING)
             self._supersede(losers, op, held)
-            self.executor.apply(op, plan, held)
+            self._apply(op, plan, held)
         return self.op_report(op.id)
 
     def _request_restore(
@@ -380,7 +398,8 @@ class Switch:
         if not work:
             return self._plan_report(plan, None, Outcome.NOTHING_TO_DO)
         self._careful(approving=False)
-        confirm(plan)
+        with self.stopwatch.phase("confirm"):
+            confirm(plan)
         op = self._record_op(op_id, plan, selector, reason, ticket, OpStatus.AWAITING_APPROVAL)
         have = approvals.record(self.store, self._tally(op), self.identity, as_requester=True)
         if len(have) < op.required_approvals:
@@ -501,7 +520,8 @@ class Switch:
             plan = self._plan_of(op)
             _refuse_blocked(plan)
             if plan.pending or plan.unreadable:
-                confirm(plan)
+                with self.stopwatch.phase("confirm"):
+                    confirm(plan)
         have = approvals.record(self.store, tally, self.identity, as_requester=False)
         if len(have) < op.required_approvals:
             return self._awaiting(self._tally(op))
@@ -562,8 +582,11 @@ class Switch:
             if not op.action.tightens:
                 _refuse_blocked(preview)
             if preview.pending or preview.unreadable:
-                confirm(preview)
+                with self.stopwatch.phase("confirm"):
+                    confirm(preview)
+        self.stopwatch.enter("lock")
         with self.executor.hold(op.id, Intent.of(op.action)) as held:
+            self.stopwatch.enter("plan")
             op = self.operation(op.id)  # as it is now that the lock is ours
             if op.status is OpStatus.COMPLETE:
                 return self.op_report(op.id)  # the holder we waited for finished it
@@ -574,8 +597,21 @@ class Switch:
             plan = self.executor.plan(op.action, op.desired, self._targets_of(op), held)
             if not op.action.tightens:
                 _refuse_blocked(plan)
-            self.executor.apply(op, plan, held)
+            self._apply(op, plan, held)
         return self.op_report(op.id)
+
+    def _apply(self, op: Operation, plan: Plan, held: Held) -> None:
+        """Apply ``plan`` for ``op``, and record how long this run took, with the op and
+        in the audit log (``op.timed``). The timing is best effort: the op is done."""
+        self.stopwatch.applying()
+        status = self.executor.apply(op, plan, held)
+        timing = self.stopwatch.timing(status, op.target_ids, self.store.steps(op.id), op.timing)
+        try:
+            payload: dict[str, object] = {"timing": timing_to_json(timing)}
+            self.store.append_audit(self.actor, replay.TIMED, op.id, payload)
+            self.store.set_op_timing(op.id, timing, held.lease)
+        except KillswitchError as exc:
+            log.warning("could not record the op's timing", op=op.id, error=str(exc))
 
     def _still_standing(self, op: Operation, held: Held) -> None:
         """Under the lock, a restore checks once more that it may re-open; if not, it is
@@ -868,9 +904,7 @@ def _next_step(op: Operation, rows: Sequence[TargetReport]) -> str:
     refused = [r for r in rows if r.result == StepResult.REFUSED.value]
     hint = f"next: fix what failed, then `killswitch ops resume {op.id}`"
     if refused:
-        return (
-            f"{len(refused)} target(s) refused ({refused[0].error}); the rest were applied. " + hint
-        )
+        return f"{hint}; {len(refused)} target(s) refused ({refused[0].error}), the rest applied"
     return hint
 
 

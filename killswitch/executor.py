@@ -5,7 +5,7 @@ op's writes in flight can no longer land."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import groupby
@@ -35,12 +35,12 @@ from killswitch.domain import (
 from killswitch.errors import Interrupted, KillswitchError, LeaseLost
 from killswitch.fleet import Fleet
 from killswitch.lease import Heartbeat, LockRules, Waiting, take
-from killswitch.probes import Prober
+from killswitch.probes import Effect, Prober
+from killswitch.progress import QUIET, Phase, Progress, phase
 from killswitch.state import Lease, StateStore
 
 log = structlog.get_logger("killswitch.executor")
 
-StepListener = Callable[[Target, Step], None]
 # What a target's step says when the plan made under the lease needs no write.
 SETTLED = {ChangeKind.NONE: StepResult.SKIPPED, ChangeKind.KEPT: StepResult.KEPT}
 
@@ -64,8 +64,8 @@ class Executor:
         fleet: Fleet,
         store: StateStore,
         owner: str,
-        on_step: StepListener | None = None,
         *,
+        progress: Progress = QUIET,
         rules: LockRules,
         inflight_seconds: float,
         clock: Clock = SYSTEM,
@@ -74,7 +74,7 @@ class Executor:
         self.fleet = fleet
         self.store = store
         self.owner = owner
-        self.on_step = on_step or (lambda target, step: None)
+        self.progress = progress  # told what each target's step came to
         self.rules = rules
         # The longest a fenced holder's provider call can stay in flight (per-call bound).
         self.inflight_seconds = inflight_seconds
@@ -161,8 +161,7 @@ class Executor:
         self._written.clear()
         self.fleet.prepare([c.target for c in work])
         try:
-            for wave in self._waves(op.action, [_unknown_as_change(c) for c in work]):
-                self._apply_wave(op, wave, held, deadline)
+            self._apply_waves(op, work, held, deadline)
             if op.action.tightens and self.must_settle(held):
                 self._settle(op, plan, held, deadline)
             if self.prober is not None:
@@ -199,7 +198,10 @@ class Executor:
                 continue
             goals.append((change.target, step.observed or change.desired))
             changes[change.target.id] = change
-        effects = self.prober.until(goals, written_at=self._written, deadline=deadline)
+        with phase(self.progress, Phase.PROBE, len(goals)):
+            effects = self.prober.until(
+                goals, written_at=self._written, deadline=deadline, on_effect=self._proved
+            )
         for target_id, effect in effects.items():
             result = StepResult.EFFECTIVE if effect.effective else StepResult.NOT_EFFECTIVE
             held.beat.check()
@@ -207,6 +209,9 @@ class Executor:
             self._record(
                 op, changes[target_id], result, held, error=effect.detail, observed=observed
             )
+
+    def _proved(self, target: Target, effect: Effect) -> None:
+        self.progress.advance(Phase.PROBE, target, effect.result, effect.detail)
 
     def must_settle(self, held: Held) -> bool:
         """Whether the holder we fenced out may still land a write looser than ours: any
@@ -254,8 +259,18 @@ class Executor:
         for change in again.changes:
             if change.kind in SETTLED:
                 self._record(op, change, SETTLED[change.kind], held, observed=change.observed)
-        for wave in self._waves(op.action, [_unknown_as_change(c) for c in reopened]):
-            self._apply_wave(op, wave, held, deadline)
+        self._apply_waves(op, reopened, held, deadline)
+
+    def _apply_waves(
+        self, op: Operation, changes: Sequence[Change], held: Held, deadline: float
+    ) -> None:
+        """Write every change, wave by wave, and read each back as its write returns."""
+        with (
+            phase(self.progress, Phase.APPLY, len(changes)),
+            phase(self.progress, Phase.VERIFY, len(changes)),
+        ):
+            for wave in self._waves(op.action, [_unknown_as_change(c) for c in changes]):
+                self._apply_wave(op, wave, held, deadline)
 
     def _waves(self, action: Action, changes: Sequence[Change]) -> list[list[Change]]:
         """Revoke and restrict close the edge first; restore opens the deep levers first."""
@@ -292,7 +307,7 @@ class Executor:
             held.beat.check()
             if time.monotonic() > deadline:
                 for change in unit:
-                    self._record(
+                    step = self._record(
                         op,
                         change,
                         StepResult.FAILED,
@@ -300,6 +315,7 @@ class Executor:
                         error="op deadline passed before this target was tried "
                         "(--deadline or policy.deadline_seconds); `ops resume` tries it",
                     )
+                    self._done(change, step, Phase.APPLY, Phase.VERIFY)
                 return
             for change in unit:
                 self._record(op, change, StepResult.STARTED, held)
@@ -312,8 +328,11 @@ class Executor:
                     "step failed", op=op.id, targets=[c.target.id for c in unit], error=str(exc)
                 )
                 for change in unit:
-                    self._record(op, change, StepResult.FAILED, held, error=str(exc))
+                    step = self._record(op, change, StepResult.FAILED, held, error=str(exc))
+                    self._done(change, step, Phase.APPLY, Phase.VERIFY)
                 return
+            for change in unit:
+                self.progress.advance(Phase.APPLY, change.target, "written")
             for change in unit:
                 self._verify(op, change, held)
 
@@ -326,9 +345,10 @@ class Executor:
                 # A bug, not a provider error: record it against the targets and go on.
                 log.error("step crashed", target=unit[0].target.id, error=repr(outcome))
                 for change in unit:
-                    self._record(
+                    step = self._record(
                         op, change, StepResult.FAILED, held, error=f"internal error: {outcome!r}"
                     )
+                    self._done(change, step, Phase.VERIFY)
         if lost is not None:
             raise lost
 
@@ -337,13 +357,14 @@ class Executor:
         try:
             seen = self.fleet.read_back(change.target).access
         except KillswitchError as exc:
-            self._record(op, change, StepResult.FAILED, held, error=f"read-back: {exc}")
-            return
-        if seen != change.desired:
-            error = f"read back {seen}, wanted {change.desired}"
-            self._record(op, change, StepResult.FAILED, held, error=error, observed=seen)
+            step = self._record(op, change, StepResult.FAILED, held, error=f"read-back: {exc}")
         else:
-            self._record(op, change, StepResult.VERIFIED, held, observed=seen)
+            if seen != change.desired:
+                error = f"read back {seen}, wanted {change.desired}"
+                step = self._record(op, change, StepResult.FAILED, held, error=error, observed=seen)
+            else:
+                step = self._record(op, change, StepResult.VERIFIED, held, observed=seen)
+        self._done(change, step, Phase.VERIFY)
 
     def _record(
         self,
@@ -355,14 +376,18 @@ class Executor:
         error: str | None = None,
         observed: Access | None = None,
     ) -> Step:
-        """Journal one step (fenced by our lease) and tell the listener."""
+        """Journal one step (fenced by our lease)."""
         desired = change.desired if change.desired != op.desired else None
         step = Step(op.id, change.target.id, result, error, utcnow(), observed, desired)
         if result is StepResult.VERIFIED:
             self._written[change.target.id] = self.clock.monotonic()
         self.store.record_step(step, held.lease)
-        self.on_step(change.target, step)
         return step
+
+    def _done(self, change: Change, step: Step, *phases: Phase) -> None:
+        """Tell the display that ``change``'s target is through ``phases`` with ``step``."""
+        for which in phases:
+            self.progress.advance(which, change.target, step.result.value, step.error)
 
 
 def _unknown_as_change(change: Change) -> Change:

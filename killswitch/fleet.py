@@ -17,6 +17,7 @@ from killswitch.errors import KillswitchError
 from killswitch.fanout import fan_out
 from killswitch.inventory import Inventory
 from killswitch.planner import Observation, diff
+from killswitch.progress import QUIET, Phase, Progress, phase
 
 log = structlog.get_logger("killswitch.fleet")
 
@@ -40,6 +41,7 @@ class Fleet:
         self.per_region = policy.concurrency.per_region
         # The current op's deadline (time.monotonic()); None: no op is running.
         self.deadline: float | None = None
+        self.progress: Progress = QUIET  # told of every read (killswitch/progress.py)
         self._workers: workers.Pool | None = None
         self._decided = False  # threads or workers, once per command
         self._affinities: dict[Target, str] = {}
@@ -142,7 +144,8 @@ class Fleet:
         with self._lock:  # a read-back left over from a unit that failed half-way is stale
             self._read_backs.clear()
         try:
-            return self._observe_all(targets)
+            with phase(self.progress, Phase.READ, len(targets)):
+                return self._observe_all(targets)
         finally:
             if self.deadline is None:
                 self.close()  # a read-only command (status, drift, plan): it is over
@@ -161,7 +164,13 @@ class Fleet:
                 raise outcome
             else:
                 results[target.id] = outcome
+            self.progress.advance(Phase.READ, target, _read(results[target.id]))
         return results
+
+
+def _read(seen: Observation) -> str:
+    """What a read found, as a report row says it."""
+    return "unreadable" if isinstance(seen, KillswitchError) else str(seen.access)
 
 
 def plan(

@@ -407,4 +407,6 @@ def _check_scopes(spec: InventorySpec, at: Any) -> list[str]:
 
 
 def _is_pattern(value: str) -> bool:
-    return value == "all" or value.startswith("!") or any(c in value for c in "*?[")
+    from killswitch.selectors import excluded
+
+    return value == "all" or excluded(value) is not None or any(c in value for c in "*?[")

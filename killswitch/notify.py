@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import structlog
 
-from killswitch.domain import Report, TargetReport
+from killswitch.domain import Operation, Report, TargetReport
 
 log = structlog.get_logger("killswitch.notify")
 
@@ -41,7 +41,10 @@ def drift_message(report: Report, healed: Sequence[Report] = ()) -> dict[str, ob
     }
 
 
-def op_message(action: str, report: Report, actor: str) -> dict[str, object]:
+def op_message(
+    action: str, report: Report, actor: str, op: Operation | None = None
+) -> dict[str, object]:
+    """A finished op, and (given the op) its time to verified kill."""
     text = (
         f"killswitch {action} by {actor}: op {report.op_id} {report.status} "
         f"({_counts(report.rows)})"
@@ -51,6 +54,10 @@ def op_message(action: str, report: Report, actor: str) -> dict[str, object]:
     effects = [s for r in report.rows if (s := effect_seconds(r.result, r.error)) is not None]
     if effects:  # proof by effect (killswitch/probes.py): how long the serving path took
         text += f"; effective at the gateways within {max(effects):.1f}s"
+    if op is not None and op.timing is not None:
+        from killswitch.timing import headline
+
+        text += f"; {headline(op.timing, op.action)}"
     return {"text": text}
 
 

@@ -139,9 +139,11 @@ class Prober:
         *,
         written_at: Mapping[str, float],
         deadline: float,
+        on_effect: Callable[[Target, Effect], None] | None = None,
     ) -> dict[str, Effect]:
         """Probe every (target, desired) in rounds until each is effective or ``deadline``
-        (a monotonic time) passes. ``written_at``: when each target was written."""
+        (a monotonic time) passes. ``written_at``: when each target was written;
+        ``on_effect``: told of each target's effect as soon as it is known."""
         started = self.clock.monotonic()
         waiting = {t.id: (t, d) for t, d in goals if self.covers(t)}
         every = min((p.every_seconds for t, _ in goals for _, p in self.covering.get(t.id, [])),
@@ -159,6 +161,8 @@ class Prober:
                         target_id, True, seconds, f"{EFFECT_AFTER}{seconds:.2f}s"
                     )
                     del waiting[target_id]
+                    if on_effect is not None:
+                        on_effect(target, found[target_id])
                 else:
                     last[target_id] = problem
             if not waiting or self.clock.monotonic() + every > deadline:
@@ -168,4 +172,6 @@ class Prober:
             detail = printable(excerpt(last.get(target_id, "not probed"), 300))
             found[target_id] = Effect(target_id, False, None, f"not effective: {detail}")
             log.warning("posture not effective", target=target_id, probe=detail)
+            if on_effect is not None:
+                on_effect(waiting[target_id][0], found[target_id])
         return found

@@ -73,6 +73,8 @@ def check_provider(cls: Any, registered_as: str) -> list[str]:
         speaks = ", ".join(str(v) for v in sorted(SUPPORTED_API_VERSIONS))
         return [f"targets API version {version!r}; this killswitch speaks {speaks}"]
     problems = []
+    if registered_as == "not":  # `--target not:…` excludes (killswitch/selectors.py)
+        problems.append("the type name 'not' is reserved: `not:` starts a selector's exclusion")
     declared = getattr(cls, "type", None)
     if declared != registered_as:
         problems.append(f"declares type {declared!r}, but is registered as {registered_as!r}")

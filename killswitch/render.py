@@ -1,4 +1,5 @@
-"""Tables, progress lines and JSON. JSON goes to stdout; humans' extras to stderr.
+"""Tables and JSON. JSON goes to stdout; humans' extras to stderr. Tables fit the
+terminal (killswitch/terminal.py); the progress of an op is killswitch/cli/progress.py.
 
 rich is imported only when a table is drawn, so JSON output and ``--help`` stay fast.
 """
@@ -6,21 +7,21 @@ rich is imported only when a table is drawn, so JSON output and ``--help`` stay 
 from __future__ import annotations
 
 import json
-import os
 import sys
 from collections.abc import Iterable, Sequence
-from typing import IO, Any
+from typing import IO
 
+from killswitch import terminal
 from killswitch.domain import (
     Access,
     AuditEvent,
     Operation,
     Plan,
     Report,
-    Step,
     Target,
     TargetReport,
 )
+from killswitch.terminal import Cell, Column, console_for
 from killswitch.text import printable
 
 GLYPHS = {
@@ -54,23 +55,10 @@ STYLES = {
     "restricted": "yellow",
     "open": "green",
 }
-
-
-def use_color(stream: IO[str]) -> bool:
-    return stream.isatty() and "NO_COLOR" not in os.environ
-
-
-def _console(stream: IO[str]) -> Any:
-    from rich.console import Console
-
-    tty = stream.isatty()
-    return Console(
-        file=stream,
-        no_color=not use_color(stream),
-        highlight=False,
-        width=None if tty else 240,
-        force_terminal=tty and use_color(stream),
-    )
+POSTURE_BREAKS = "(,"  # restricted(eu-person,us-person) wraps after "(" and each ","
+# A wide layout is worth it while its free text keeps this many columns; narrower, the
+# narrow layout (free text stacked in a column of its own) reads better.
+WIDE_FREE_TEXT = 24
 
 
 def _access(access: Access | None) -> str:
@@ -111,39 +99,25 @@ def blast_radius(targets: Iterable[Target]) -> str:
     models = sorted({t.model for t in targets})
     regions = {t.region for t in targets}
     providers = sorted({t.provider for t in targets})
+    accounts = {(t.provider, t.account) for t in targets if t.account}
     return (
         f"{len(targets)} target{'' if len(targets) == 1 else 's'}: "
         f"{len(models)} model(s) ({', '.join(models)}) in "
         f"{len(regions)} region(s) at {len(providers)} provider(s) ({', '.join(providers)})"
+        + (f" in {len(accounts)} accounts" if len(accounts) > 1 else "")
     )
 
 
 def report_table(report: Report, title: str, stream: IO[str] | None = None) -> None:
-    from rich.table import Table
-
-    console = _console(stream or sys.stdout)
-    table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
-    for column in ("", "model", "provider", "region", "mechanism", "observed", "desired", "result"):
-        table.add_column(column)
+    out = stream or sys.stdout
+    console = console_for(out)
     errors: list[str] = []
     effects: list[str] = []
     for row in report.rows:
-        style = STYLES.get(row.result, "")
-        observed = _access(row.observed)
-        table.add_row(
-            GLYPHS.get(row.result, " "),
-            row.target.model,
-            row.target.provider,
-            row.target.region,
-            row.target.mechanism,
-            f"[{STYLES.get(observed.split('(')[0], '')}]{observed}[/]" if row.observed else "-",
-            _access(row.desired),
-            f"[{style}]{row.result}[/]" if style else row.result,
-        )
         if row.error:
             line = f"  {row.target.id}: {printable(row.error)}"
             (effects if row.result == "effective" else errors).append(line)
-    console.print(table)
+    terminal.draw(out, _report_layouts(report.rows), room=terminal.room(out), title=title)
     if effects:
         console.print("time to effect (probes):", style="green")
         for line in effects:
@@ -159,6 +133,44 @@ def report_table(report: Report, title: str, stream: IO[str] | None = None) -> N
         console.print(printable(report.message), markup=False)
 
 
+def _report_layouts(rows: Sequence[TargetReport]) -> list[terminal.Layout]:
+    """Wide: a column per part of the target, ``account`` among them when the rows span
+    several accounts (two accounts' rows would look the same without it). Narrow: the
+    target id (which names the account) in one column that wraps after each ``/``."""
+    accounts = len({r.target.account for r in rows}) > 1
+    wide = [
+        Column(""),
+        Column("model"),
+        Column("provider"),
+        *([Column("account")] if accounts else []),
+        Column("region"),
+        Column("mechanism"),
+        Column("observed", breaks=POSTURE_BREAKS),
+        Column("desired", breaks=POSTURE_BREAKS),
+        Column("result"),
+    ]
+    narrow = [
+        Column(""),
+        Column("target", breaks="/", give=2),
+        Column("observed", breaks=POSTURE_BREAKS),
+        Column("desired", breaks=POSTURE_BREAKS),
+        Column("result"),
+    ]
+    wide_rows: list[list[Cell]] = []
+    narrow_rows: list[list[Cell]] = []
+    for row in rows:
+        t = row.target
+        glyph = GLYPHS.get(row.result, " ")
+        observed: Cell = (
+            (str(row.observed), STYLES.get(row.observed.posture.value, "")) if row.observed else "-"
+        )
+        desired, result = _access(row.desired), (row.result, STYLES.get(row.result, ""))
+        where = [t.provider, *([t.account or "-"] if accounts else []), t.region, t.mechanism]
+        wide_rows.append([glyph, t.model, *where, observed, desired, result])
+        narrow_rows.append([glyph, t.id, observed, desired, result])
+    return [terminal.Layout(wide, wide_rows), terminal.Layout(narrow, narrow_rows)]
+
+
 def _summary(rows: Sequence[TargetReport]) -> str:
     counts: dict[str, int] = {}
     for row in rows:
@@ -169,7 +181,7 @@ def _summary(rows: Sequence[TargetReport]) -> str:
 
 def plan_preview(plan: Plan, stream: IO[str]) -> None:
     """What the confirmation prompt shows: the changes and the blast radius."""
-    console = _console(stream)
+    console = console_for(stream)
     pending = plan.pending
     console.print(
         f"{plan.action.value} → {plan.desired}: {len(pending)} of {len(plan.changes)} "
@@ -184,14 +196,6 @@ def plan_preview(plan: Plan, stream: IO[str]) -> None:
     console.print("blast radius: " + blast_radius(c.target for c in pending), markup=False)
 
 
-def step_line(target: Target, step: Step, stream: IO[str]) -> None:
-    """One live progress line per finished target (TTY only)."""
-    glyph = GLYPHS.get(step.result.value, " ")
-    detail = f" — {printable(step.error)}" if step.error else ""
-    stream.write(f"  {glyph} {target.id}: {step.result.value}{detail}\n")
-    stream.flush()
-
-
 def op_json(op: Operation) -> dict[str, object]:
     """An op as ``ops list/show -o json`` print it: the stored form, with the number of
     targets rather than their ids."""
@@ -203,24 +207,41 @@ def op_json(op: Operation) -> dict[str, object]:
 
 
 def ops_table(ops: Sequence[Operation], stream: IO[str] | None = None) -> None:
-    from rich.table import Table
-    from rich.text import Text
-
-    table = Table(show_edge=False, pad_edge=False)
-    for column in ("op", "action", "desired", "status", "targets", "actor", "created", "reason"):
-        table.add_column(column)
+    """Wide: a column each. Narrow: the action under the op id, the actor above the
+    reason, the time wrapped after its date."""
+    out = stream or sys.stdout
+    wide = [
+        Column("op"),
+        Column("action"),
+        Column("desired", breaks=POSTURE_BREAKS),
+        Column("status", breaks="-"),
+        Column("targets"),
+        Column("actor", breaks=" @", give=0),
+        Column("created", breaks="T"),
+        Column("reason", free=True, least=WIDE_FREE_TEXT),
+    ]
+    narrow = [
+        Column("op\naction"),
+        Column("desired", breaks=POSTURE_BREAKS),
+        Column("status", breaks="-"),
+        Column("targets"),
+        Column("created", breaks="T"),
+        Column("actor\nreason", free=True),
+    ]
+    wide_rows: list[list[Cell]] = []
+    narrow_rows: list[list[Cell]] = []
     for op in ops:
-        table.add_row(
-            op.id,
-            op.action.value,
-            str(op.desired),
-            op.status.value,
-            str(len(op.target_ids)),
-            Text(printable(op.actor)),
-            op.created_at,
-            Text(printable(op.reason)),
+        actor, reason = printable(op.actor), printable(op.reason)
+        desired, status, targets = str(op.desired), op.status.value, str(len(op.target_ids))
+        wide_rows.append(
+            [op.id, op.action.value, desired, status, targets, actor, op.created_at, reason]
         )
-    _console(stream or sys.stdout).print(table)
+        narrow_rows.append(
+            [f"{op.id}\n{op.action.value}", desired, status, targets, op.created_at,
+             f"{actor}\n{reason}"]
+        )  # fmt: skip
+    layouts = [terminal.Layout(wide, wide_rows), terminal.Layout(narrow, narrow_rows)]
+    terminal.draw(out, layouts, room=terminal.room(out))
 
 
 def audit_json(event: AuditEvent) -> dict[str, object]:
@@ -236,15 +257,30 @@ def audit_json(event: AuditEvent) -> dict[str, object]:
 
 
 def audit_table(events: Sequence[AuditEvent], stream: IO[str] | None = None) -> None:
-    from rich.table import Table
-    from rich.text import Text
-
-    table = Table(show_edge=False, pad_edge=False)
-    for column in ("seq", "at", "actor", "kind", "op", "detail"):
-        table.add_column(column)
+    """Wide: a column each, the detail (the event's JSON) wrapping. Narrow: the actor
+    above the detail, the time wrapped after its date."""
+    out = stream or sys.stdout
+    wide = [
+        Column("seq"),
+        Column("at", breaks="T"),
+        Column("actor", breaks=" @", give=0),
+        Column("kind"),
+        Column("op"),
+        Column("detail", free=True, least=WIDE_FREE_TEXT),
+    ]
+    narrow = [
+        Column("seq"),
+        Column("at", breaks="T"),
+        Column("kind", breaks="."),
+        Column("op"),
+        Column("actor\ndetail", free=True),
+    ]
+    wide_rows: list[list[Cell]] = []
+    narrow_rows: list[list[Cell]] = []
     for e in events:
         detail = printable(json.dumps(e.payload, ensure_ascii=False))
-        table.add_row(
-            str(e.seq), e.at, Text(printable(e.actor)), e.kind, e.op_id or "-", Text(detail)
-        )
-    _console(stream or sys.stdout).print(table)
+        actor, seq, op = printable(e.actor), str(e.seq), e.op_id or "-"
+        wide_rows.append([seq, e.at, actor, e.kind, op, detail])
+        narrow_rows.append([seq, e.at, e.kind, op, f"{actor}\n{detail}"])
+    layouts = [terminal.Layout(wide, wide_rows), terminal.Layout(narrow, narrow_rows)]
+    terminal.draw(out, layouts, room=terminal.room(out))

@@ -25,6 +25,7 @@ from killswitch.domain import (
     OpStatus,
 )
 from killswitch.state import StateStore
+from killswitch.state.codec import timing_to_json
 
 if TYPE_CHECKING:
     from killswitch.approvals import Rules
@@ -38,6 +39,7 @@ STATUS_OF = {
     "op.interrupted": OpStatus.INTERRUPTED,
 }
 APPROVAL_KINDS = ("restore.requested-approval", "restore.approved")
+TIMED = "op.timed"  # how long a run of the op took (killswitch/timing.py)
 SPOOLED = "break_glass"  # the payload key of an event uploaded from a spool (migrate.py)
 
 
@@ -47,6 +49,7 @@ class OpFacts:
 
     digest: str
     status: OpStatus
+    timing: object = None  # the last ``op.timed`` event's, as logged (canonical JSON)
 
 
 @dataclass
@@ -70,6 +73,8 @@ def replay(events: Iterable[AuditEvent]) -> Replayed:
             found.ops.setdefault(op_id, OpFacts(str(payload.get("digest")), status))
         elif event.kind == "op.finished" and op_id in found.ops:
             found.ops[op_id].status = OpStatus(str(payload.get("status")))
+        elif event.kind == TIMED and op_id in found.ops:
+            found.ops[op_id].timing = payload.get("timing")
         elif event.kind in STATUS_OF and op_id in found.ops:
             found.ops[op_id].status = STATUS_OF[event.kind]
         elif event.kind in APPROVAL_KINDS:
@@ -129,6 +134,10 @@ def disagreements(
                 f"op {op.id}: action, posture, targets or approvals required differ from "
                 "its request in the log (edited)"
             )
+        # A row without timing is only missing a figure; one the log does not back was
+        # written behind its back.
+        if op.timing is not None and timing_to_json(op.timing) != facts.timing:
+            problems.append(f"op {op.id}: its timing in the table differs from the log's (edited)")
         if facts.status is not op.status:
             problems.append(
                 f"op {op.id}: status {op.status.value} in the table, {facts.status.value} "

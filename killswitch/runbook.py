@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -202,14 +202,22 @@ def _names(value: list[str] | str, variables: Mapping[str, Any]) -> tuple[str, .
     return tuple(str(v) for v in rendered)
 
 
+class NothingSelected(Exception):
+    """A select field the runbook writes rendered empty (``providers: "${partners}"`` with
+    no partners given): the step selects nothing. An empty list never means "all"."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"selects nothing: {name} is empty")
+
+
 def selector(spec: SelectSpec, variables: Mapping[str, Any]) -> Selector:
-    return Selector(
-        models=_names(spec.models, variables),
-        regions=_names(spec.regions, variables),
-        providers=_names(spec.providers, variables),
-        targets=_names(spec.targets, variables),
-        scope=render(spec.scope, variables) if spec.scope else None,
-    )
+    fields = {}
+    for name in ("models", "regions", "providers", "targets"):
+        written: list[str] | str = getattr(spec, name)
+        fields[name] = _names(written, variables)
+        if written and not fields[name]:
+            raise NothingSelected(name)
+    return Selector(**fields, scope=render(spec.scope, variables) if spec.scope else None)
 
 
 def expected(spec: ExpectSpec, variables: Mapping[str, Any]) -> Access:
@@ -261,8 +269,38 @@ class RunResult:
         return words.get(self.code, "failed")
 
 
-Ask = Callable[[str], bool]
-"""Asks a human a yes/no question (confirm steps); raises when nobody can answer."""
+@dataclass(frozen=True)
+class Consent:
+    """What a run asks once, before it changes anything: every confirm step's question
+    and the plan of every change step (the whole blast radius)."""
+
+    runbook: str
+    questions: list[str]
+    plans: list[tuple[int, StepSpec, Any]]  # (step index, step, its Plan)
+    skipped: list[tuple[int, StepSpec, str]]  # change steps that select nothing, and why
+
+
+Ask = Callable[[Consent], bool]
+"""Shows a run's consent to a person and asks once: True to go on. Raises when nobody
+can answer."""
+
+
+class Watch(Protocol):
+    """Live news of a run: each step as it starts and as it ends (the CLI prints them)."""
+
+    def started(self, index: int, total: int, step: StepSpec) -> None:
+        """Step ``index`` (0-based) of ``total`` begins."""
+
+    def finished(self, outcome: StepOutcome) -> None:
+        """A step ended."""
+
+
+class _Unwatched:
+    def started(self, index: int, total: int, step: StepSpec) -> None:
+        pass
+
+    def finished(self, outcome: StepOutcome) -> None:
+        pass
 
 
 class Runner:
@@ -276,21 +314,59 @@ class Runner:
         *,
         yes: bool,
         dry_run: bool,
-        confirm_plan: Callable[[Any], None],
         ask: Ask,
         notify: Callable[[str, str], bool | None],
+        watch: Watch | None = None,
     ) -> None:
         self.switch = switch
         self.runbook = runbook
         self.variables = dict(variables)
         self.yes = yes
         self.dry_run = dry_run
-        self.confirm_plan = confirm_plan
         self.ask = ask
         self.notify = notify
+        self.watch: Watch = watch or _Unwatched()
+
+    def check(self, start: int = 0) -> None:
+        """Every step's selection names what the inventory has and matches targets, so a
+        mistyped input stops the run before its first step (64, nothing changed)."""
+        from killswitch.selectors import resolve
+
+        for index, step in enumerate(self.runbook.spec.steps):
+            if index < start or step.select is None:
+                continue
+            try:
+                resolve(self.switch.inventory, selector(step.select, self.variables))
+            except NothingSelected:
+                continue
+            except UsageError as exc:
+                raise UsageError(f"step {index + 1} ({step.name}): {exc}") from None
+
+    def consent(self, start: int = 0) -> Consent:
+        """The questions of the confirm steps and the plans of the change steps from
+        ``start`` on: what one confirmation shows. Reads every selected target."""
+        questions: list[str] = []
+        plans: list[tuple[int, StepSpec, Any]] = []
+        skipped: list[tuple[int, StepSpec, str]] = []
+        for index, step in enumerate(self.runbook.spec.steps):
+            if index < start:
+                continue
+            if step.kind == "confirm":
+                questions.append(str(render(step.message, self.variables)))
+            elif step.kind in ("revoke", "restrict", "restore"):
+                try:
+                    plans.append((index, step, self._preview(step)))
+                except NothingSelected as nothing:
+                    skipped.append((index, step, str(nothing)))
+        return Consent(self.runbook.spec.name, questions, plans, skipped)
 
     def run(self, run_id: str | None = None, start: int = 0) -> RunResult:
+        """Run the steps from ``start``. Unless ``--yes`` or a dry run, asks once first,
+        showing every change; a "no" changes and records nothing (UsageError, 64)."""
         spec = self.runbook.spec
+        self.check(start)
+        if not (self.yes or self.dry_run) and not self.ask(self.consent(start)):
+            raise UsageError("not confirmed; nothing was changed")
         if run_id is None and not self.dry_run:
             run_id = (
                 "run-"
@@ -313,7 +389,9 @@ class Runner:
         for index, step in enumerate(spec.steps):
             if index < start:
                 continue
+            self.watch.started(index, len(spec.steps), step)
             outcome = self._step(index, step)
+            self.watch.finished(outcome)
             result.steps.append(outcome)
             if run_id is not None:
                 self.switch.store.append_audit(
@@ -341,6 +419,8 @@ class Runner:
 
         v = self.variables
         try:
+            if step.select is not None:
+                selector(step.select, v)  # an empty input selects nothing: skip the step
             if step.kind in ("revoke", "restrict", "restore"):
                 return self._change(step, outcome)
             if step.kind == "verify":
@@ -360,13 +440,8 @@ class Runner:
                 return outcome("planned", detail="not run in a dry run")
             if step.kind == "wait":
                 return self._wait(step, outcome)
-            if step.kind == "confirm":
-                if self.yes:
-                    return outcome("skipped", detail="--yes")
-                message = str(render(step.message, v))
-                if self.ask(message):
-                    return outcome("ok")
-                return outcome("failed", int(ExitCode.USAGE), detail="not confirmed")
+            if step.kind == "confirm":  # asked once, with every other, before the run
+                return outcome("skipped" if self.yes else "ok", detail=_answered(self.yes))
             message = str(render(step.message, v))
             sent = self.notify(message, step.webhook_env or "")
             if sent is None:
@@ -376,24 +451,34 @@ class Runner:
                 0 if sent else 1,
                 detail="sent" if sent else "no webhook, or it refused",
             )
+        except NothingSelected as nothing:
+            return outcome("skipped", detail=str(nothing))
         except KillswitchError as exc:
             return outcome("failed", int(exc.exit_code), detail=str(exc))
+
+    def _reason(self, step: StepSpec) -> str:
+        if step.reason:
+            return str(render(step.reason, self.variables))
+        return f"runbook {self.runbook.spec.name}: {step.name}"
+
+    def _preview(self, step: StepSpec) -> Any:
+        """The plan of a change step, read now (what a dry run and the question show)."""
+        assert step.select is not None
+        v = self.variables
+        return self.switch.preview(
+            Action(step.kind),
+            selector(step.select, v),
+            audience=_names(step.audience, v) if step.audience else (),
+            reason=self._reason(step),
+        )
 
     def _change(self, step: StepSpec, outcome: Callable[..., StepOutcome]) -> StepOutcome:
         assert step.select is not None
         v = self.variables
-        action = Action(step.kind)
-        select = selector(step.select, v)
-        audience = _names(step.audience, v) if step.audience else ()
-        reason = (
-            str(render(step.reason, v))
-            if step.reason
-            else f"runbook {self.runbook.spec.name}: {step.name}"
-        )
         if self.dry_run:
             from killswitch.engine import plan_status
 
-            plan = self.switch.preview(action, select, audience=audience, reason=reason)
+            plan = self._preview(step)
             status = plan_status(plan)
             code = int(status.exit_code)  # 2 when changes are pending, as `plan` says
             pending = [c.target.id for c in plan.pending]
@@ -408,12 +493,12 @@ class Runner:
                 + (f": {shown}{more}" if pending else ""),
             )
         report = self.switch.change(
-            action,
-            select,
-            audience=audience,
-            reason=reason,
+            Action(step.kind),
+            selector(step.select, v),
+            audience=_names(step.audience, v) if step.audience else (),
+            reason=self._reason(step),
             ticket=str(render(step.ticket, v)) if step.ticket else None,
-            confirm=self.confirm_plan,
+            confirm=None,  # consent was given once, before the run (or by --yes)
             deadline=self._seconds(step.timeout),
         )
         code = int(report.status.exit_code)
@@ -461,6 +546,10 @@ class Runner:
                     detail=f"still waiting after {step.timeout or '10m'}: {wrong[0]}",
                 )
             time.sleep(pause)
+
+
+def _answered(yes: bool) -> str:
+    return "--yes" if yes else "confirmed once, before the run"
 
 
 def _holds(observed: Access | None, want: Access) -> bool:

@@ -1,4 +1,9 @@
-"""Selector → targets. Names, globs, ``all`` and ``!glob`` excludes; unknown names are errors."""
+"""Selector → targets. Names, globs, ``all`` and excludes; unknown names are errors.
+
+An exclude is ``!glob``, or ``not:glob``: the same, spelled so that bash leaves it be
+(``!`` starts a history expansion there unless quoted). No name or target id holds a
+``:`` before its provider type's, and no provider type is called ``not``.
+"""
 
 from __future__ import annotations
 
@@ -40,6 +45,18 @@ class Selector:
         return " ".join(parts) or "(everything)"
 
 
+EXCLUDE_PREFIXES = ("!", "not:")
+
+
+def excluded(value: str) -> str | None:
+    """The glob ``value`` excludes (``!us-*`` and ``not:us-*`` both exclude ``us-*``), or
+    None when it picks."""
+    for prefix in EXCLUDE_PREFIXES:
+        if value.startswith(prefix):
+            return value.removeprefix(prefix)
+    return None
+
+
 def _is_pattern(value: str) -> bool:
     return any(c in value for c in "*?[")
 
@@ -54,9 +71,9 @@ def _pick(
     known_set = set(known)
     aliases = aliases or {}
     # `all` means everything, even beside names (`-m all -m mythos-5`).
-    includes = [] if "all" in patterns else [p for p in patterns if not p.startswith("!")]
-    excludes = [p[1:] for p in patterns if p.startswith("!")]
-    named = [p.removeprefix("!") for p in patterns if p != "all"]
+    includes = [] if "all" in patterns else [p for p in patterns if excluded(p) is None]
+    excludes = [x for p in patterns if (x := excluded(p)) is not None]
+    named = [p if (x := excluded(p)) is None else x for p in patterns if p != "all"]
     for pattern in named:
         if not pattern:
             raise UsageError(f"{flag}: empty value")

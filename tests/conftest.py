@@ -6,6 +6,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -18,6 +19,7 @@ import boto3
 import pytest
 import yaml
 
+from killswitch.clock import SYSTEM, Clock
 from tests.support.faultproxy import FaultProxy
 from tests.support.servers import MotoServer
 
@@ -96,6 +98,27 @@ class Result:
         return json.loads(self.stdout)
 
 
+NEXT_STEP = re.compile(r"^next: \S", re.MULTILINE)
+
+
+def shows_next_step(result: Result) -> bool:
+    """Every exit but 0 and 64 names the command to run next (docs/exit-codes.md): a
+    ``next:`` line on a terminal, ``next`` (a report) or ``error.hint`` in JSON. A 64
+    changed nothing, and its message says what to fix on the command line."""
+    if result.code in (0, 64):
+        return True
+    if NEXT_STEP.search(result.stdout) or NEXT_STEP.search(result.stderr):
+        return True
+    try:
+        data = json.loads(result.stdout)
+    except ValueError:
+        return False
+    if not isinstance(data, dict):
+        return False
+    error = data.get("error")
+    return bool(data.get("next") or (isinstance(error, dict) and error.get("hint")))
+
+
 @dataclass
 class Workspace:
     """A folder with an inventory, and the ways a user or a test reaches it."""
@@ -154,9 +177,16 @@ class Workspace:
             }
         return self.people[person]
 
-    def run(self, *args: str, actor: str = "alice", env: dict[str, str] | None = None) -> Result:
+    def run(
+        self,
+        *args: str,
+        actor: str = "alice",
+        env: dict[str, str] | None = None,
+        clock: Clock = SYSTEM,
+    ) -> Result:
         """The CLI in this process, exactly as main() runs it (exit codes included), as
-        ``actor`` (their credentials; the name is also given as the --actor label)."""
+        ``actor`` (their credentials; the name is also given as the --actor label), the
+        engine on ``clock``."""
         from killswitch.cli import main
 
         out, err = io.StringIO(), io.StringIO()
@@ -167,7 +197,7 @@ class Workspace:
         try:
             with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
                 try:
-                    main(argv)
+                    main(argv, clock=clock)
                 except SystemExit as exc:
                     code = int(exc.code or 0)
         finally:
@@ -176,7 +206,9 @@ class Workspace:
                     os.environ.pop(k, None)
                 else:
                     os.environ[k] = v
-        return Result(code, out.getvalue(), err.getvalue())
+        result = Result(code, out.getvalue(), err.getvalue())
+        assert shows_next_step(result), f"exit {code} of {args} names no next step:\n{result}"
+        return result
 
     def spawn(self, *args: str, actor: str = "alice", **kwargs: Any) -> subprocess.Popen[str]:
         """The installed ``killswitch`` command as its own process, as ``actor``."""

@@ -12,6 +12,8 @@ start-up: ``--help`` stays fast.
   runbooks.py   runbook list | validate | show | run | resume
   inventory.py  inventory validate
   providers.py  provider NAME policy (and the aws / kubernetes spellings of it)
+  complete.py   what TAB offers, and `completion bash|zsh|fish`
+  progress.py   an op's progress: bars on a terminal, lines elsewhere
 """
 
 from killswitch.cli import (  # noqa: F401  (each module registers its commands)
@@ -25,5 +27,8 @@ from killswitch.cli import (  # noqa: F401  (each module registers its commands)
     state,
 )
 from killswitch.cli.app import cli, main
+from killswitch.cli.complete import completion
+
+cli.add_command(completion)
 
 __all__ = ["cli", "main"]

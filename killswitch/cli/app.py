@@ -9,7 +9,9 @@ from typing import NoReturn
 
 import click
 
+from killswitch.cli import complete
 from killswitch.cli.session import Session
+from killswitch.clock import SYSTEM, Clock
 from killswitch.errors import ExitCode, Interrupted, KillswitchError
 
 
@@ -19,6 +21,7 @@ from killswitch.errors import ExitCode, Interrupted, KillswitchError
     "-i",
     "inventory_path",
     metavar="PATH",
+    type=click.Path(),
     help="Inventory file (default: $KILLSWITCH_INVENTORY or ./killswitch.yaml).",
 )
 @click.option(
@@ -76,6 +79,8 @@ def _fail(message: str, code: int, session: Session | None = None, hint: str = "
     color = sys.stderr.isatty() and "NO_COLOR" not in os.environ
     lines = [printable(line) for line in message.split("\n")]
     click.secho("error: " + "\n".join(lines), fg="red", err=True, color=color)
+    if hint:
+        click.echo(f"next: {printable(hint)}", err=True)
     if session is not None and session.output == "json":
         from killswitch import render
 
@@ -84,9 +89,13 @@ def _fail(message: str, code: int, session: Session | None = None, hint: str = "
     return code
 
 
-def main(argv: list[str] | None = None) -> NoReturn:
-    """Run the CLI and exit with a documented code; never a traceback for a known error."""
-    session = Session(None, None, None)
+def main(argv: list[str] | None = None, *, clock: Clock = SYSTEM) -> NoReturn:
+    """Run the CLI and exit with a documented code; never a traceback for a known error.
+    ``clock``: the engine's (tests pass one that moves only when they say)."""
+    args = tuple(sys.argv[1:] if argv is None else argv)
+    session = Session(None, None, None, argv=args, clock=clock)
+    if complete.COMPLETE_VAR in os.environ:  # TAB in a shell (killswitch/cli/complete.py)
+        complete.register()
     try:
         code = cli.main(args=argv, prog_name="killswitch", standalone_mode=False, obj=session)
         code = int(code or 0)
@@ -99,7 +108,8 @@ def main(argv: list[str] | None = None) -> NoReturn:
     except click.exceptions.Exit as exc:
         code = exc.exit_code
     except click.Abort:
-        code = _fail("aborted; nothing more was changed", ExitCode.ERROR, session)
+        hint = "killswitch ops list  # what ran before the prompt, if anything"
+        code = _fail("aborted; nothing more was changed", ExitCode.ERROR, session, hint)
     except Interrupted as exc:
         code = _fail(str(exc), exc.exit_code, session, _hint(exc))
         # Calls still in flight would hold the exit until their own timeouts; the op is
@@ -118,7 +128,8 @@ def main(argv: list[str] | None = None) -> NoReturn:
         import structlog
 
         structlog.get_logger("killswitch").exception("unexpected error")
-        code = _fail(f"unexpected error: {exc!r}", ExitCode.ERROR, session)
+        hint = "killswitch ops list  # what ran; `killswitch ops resume OP` finishes one"
+        code = _fail(f"unexpected error: {exc!r}", ExitCode.ERROR, session, hint)
     sys.exit(code)
 
 
@@ -132,15 +143,30 @@ def _json_only(session: Session, message: str, code: int) -> int:
 
 
 def _hint(exc: KillswitchError) -> str:
-    """The next command to run after ``exc``, where one is known."""
-    from killswitch.errors import AwaitingApproval, Interrupted, LockHeld, Superseded
+    """The next command to run after ``exc`` (every code but 64 has one)."""
+    from killswitch.cli import nextstep
+    from killswitch.errors import (
+        AuditBroken,
+        AwaitingApproval,
+        Interrupted,
+        LeaseLost,
+        LockHeld,
+        Superseded,
+        UsageError,
+    )
 
     if isinstance(exc, Interrupted):
         return f"killswitch ops resume {exc.op_id}"
     if isinstance(exc, LockHeld):
-        return "killswitch lock status"
+        return nextstep.for_lock()
+    if isinstance(exc, LeaseLost):
+        return "killswitch ops list  # then `killswitch ops resume OP` once the lock is free"
     if isinstance(exc, AwaitingApproval):
-        return f"killswitch approve {exc.op_id}  # run by another person"
+        return f"killswitch approve {exc.op_id}  # by another person"
     if isinstance(exc, Superseded):
-        return "killswitch restore …  # a new request, with its own approvals"
-    return ""
+        return f"killswitch ops show {exc.op_id}; killswitch restore …  # a new request"
+    if isinstance(exc, AuditBroken):
+        return "killswitch audit verify  # names every event and row that disagrees"
+    if isinstance(exc, UsageError):
+        return ""
+    return "killswitch ops list  # what ran; `killswitch ops resume OP` finishes one"

@@ -67,9 +67,21 @@ def audit_verify(session: Session, /, anchor_url: str | None) -> int:
     notes: list[str] = []
     if sink is not None:
         problems, notes = _check_anchor(inventory, events, sink, problems)
+    then = (
+        "killswitch audit export --output-file evidence.jsonl  # keep the evidence: the rows "
+        "named were written outside killswitch (docs/reliability.md)"
+        if problems
+        else None
+    )
     if session.output == "json":
         render.emit_json(
-            {"intact": not problems, "events": len(events), "problems": problems, "notes": notes}
+            {
+                "intact": not problems,
+                "events": len(events),
+                "problems": problems,
+                "notes": notes,
+                "next": then,
+            }
         )
     elif problems:
         click.echo(f"audit log and state DISAGREE ({len(events)} events):", err=False)
@@ -79,6 +91,8 @@ def audit_verify(session: Session, /, anchor_url: str | None) -> int:
         click.echo(f"audit chain intact: {len(events)} events; ops, approvals and ledger match it")
     for note in notes if session.output != "json" else ():
         click.echo(f"  note: {note}")
+    if then and session.output != "json":
+        click.echo(f"next: {then}")
     return int(ExitCode.PARTIAL if problems else ExitCode.OK)
 
 
@@ -140,9 +154,12 @@ def audit_anchor(session: Session, /, to_url: str | None) -> int:
     store = open_store(inventory.state)
     problems = chain.verify(store.audit_events(), store.audit_head())
     if problems:
-        click.echo("audit chain BROKEN; not anchored (`killswitch audit verify`):", err=True)
+        click.echo("audit chain BROKEN; not anchored:", err=True)
         for p in problems:
             click.echo(f"  {p}", err=True)
+        click.echo(
+            "next: killswitch audit verify  # names every event and row that disagrees", err=True
+        )
         return int(ExitCode.PARTIAL)
     checkpoint, where = anchor.anchor(
         store,

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
+from killswitch.cli import complete
 from killswitch.cli.app import cli
 from killswitch.cli.session import (
     F,
@@ -23,6 +25,9 @@ from killswitch.cli.session import (
 from killswitch.domain import Action, Plan, Report
 from killswitch.outcome import Outcome
 from killswitch.selectors import Selector
+
+if TYPE_CHECKING:
+    from killswitch.engine import Switch
 
 # -- commands ---------------------------------------------------------------
 
@@ -184,7 +189,7 @@ restore = cli.command(
 
 
 @cli.command()
-@click.argument("op_id")
+@click.argument("op_id", shell_complete=complete.op_awaiting_approval)
 @click.option("--yes", "-y", is_flag=True, help="Do not ask before applying.")
 @session_options
 @lock_options
@@ -197,7 +202,7 @@ def approve(session: Session, /, op_id: str, yes: bool) -> int:
 
 
 @cli.command()
-@click.argument("op_id")
+@click.argument("op_id", shell_complete=complete.op_awaiting_approval)
 @click.option("--reason", required=True, help="Why the restore is declined (audited).")
 @session_options
 @click.pass_obj
@@ -213,12 +218,33 @@ def decline(session: Session, /, op_id: str, reason: str) -> int:
 
 @cli.command()
 @selector_options
-@session_options
+@functools.partial(session_options, html=True)
 @click.pass_obj
 def status(session: Session, /, **picks: Any) -> int:
-    """Observed posture of every selected target (all, by default)."""
+    """Observed posture of every selected target (all, by default). With --output html:
+    the posture map, one self-contained page (status > posture.html)."""
     switch = engine_for(session, acts=False)
-    return finish(session, switch.status(make_selector(**picks)), "status")
+    report = switch.status(make_selector(**picks))
+    if session.output == "html":
+        click.echo(_posture_map(switch, report), nl=False)
+        return int(report.status.exit_code)
+    return finish(session, report, "status")
+
+
+def _posture_map(switch: Switch, report: Report) -> str:
+    """The page: ``report`` beside the safety ledger, the ops that set it, the audit log."""
+    from killswitch import posture_map
+    from killswitch.domain import iso
+
+    found = posture_map.survey(
+        report,
+        switch.safety_ledger(),
+        switch.store.get_op,
+        switch.store.audit_events(),
+        inventory=str(switch.inventory.path),
+        generated_at=iso(switch.clock.now()),
+    )
+    return posture_map.page(found)
 
 
 @cli.command()

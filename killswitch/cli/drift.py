@@ -16,6 +16,7 @@ from killswitch.cli.session import (
     inventory_webhook,
     lock_options,
     make_selector,
+    report_document,
     selector_options,
     session_options,
 )
@@ -87,6 +88,8 @@ def drift(
             check.final.rows, finished_at=time.time(), duration=time.monotonic() - started
         )
         text += metrics.effect_metrics(proven.rows) if proven is not None else ""
+        # The ops done since the last run (and before) count in the time-to-kill SLO.
+        text += metrics.time_to_kill_metrics(switch.store.list_ops(metrics.OPS_READ))
         metrics.write_atomically(metrics_file, text)
     code = int(check.exit_code)
     if proven is None:
@@ -94,7 +97,10 @@ def drift(
     elif session.output == "json":  # one document: the drift report, and the probes'
         from killswitch import render
 
-        render.emit_json(render.report_json(check.final) | {"effect": render.report_json(proven)})
+        document = report_document(session, check.final)
+        probed = report_document(session, proven)
+        document |= {"effect": probed, "next": document["next"] or probed["next"]}
+        render.emit_json(document)
         code = max(code, int(proven.status.exit_code))
     else:
         finish(session, check.final, "drift")

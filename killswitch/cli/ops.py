@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from killswitch.cli import complete
 from killswitch.cli.app import cli
 from killswitch.cli.session import (
     Session,
@@ -12,6 +13,7 @@ from killswitch.cli.session import (
     finish,
     finish_op,
     lock_options,
+    report_document,
     session_options,
 )
 
@@ -39,7 +41,7 @@ def ops_list(session: Session, /, limit: int) -> int:
 
 
 @ops.command("show")
-@click.argument("op_id")
+@click.argument("op_id", shell_complete=complete.any_op)
 @session_options
 @click.pass_obj
 def ops_show(session: Session, /, op_id: str) -> int:
@@ -50,13 +52,18 @@ def ops_show(session: Session, /, op_id: str) -> int:
     if session.output == "json":
         from killswitch import render
 
-        data = render.report_json(report)
+        data = report_document(session, report)
         data["operation"] = render.op_json(op)
         data |= switch.approval_state(op).to_json()
         render.emit_json(data)
         return int(report.status.exit_code)
     title = f"{op.action.value} → {op.desired} by {op.actor}: {op.reason}"
     code = finish(session, report, title)
+    if op.timing is not None:
+        from killswitch.timing import describe
+
+        for line in describe(op.timing, op.action):
+            click.echo(line)
     if not op.action.tightens:
         from killswitch.text import printable
 
@@ -75,7 +82,7 @@ def ops_show(session: Session, /, op_id: str) -> int:
 
 
 @ops.command("resume")
-@click.argument("op_id")
+@click.argument("op_id", shell_complete=complete.resumable_op)
 @click.option("--yes", "-y", is_flag=True, help="Do not ask before applying.")
 @session_options
 @lock_options

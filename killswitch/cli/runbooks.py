@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from killswitch.cli import complete
 from killswitch.cli.app import cli
 from killswitch.cli.session import (
     Session,
-    confirmer,
     engine_for,
     inventory_webhook,
     lock_options,
@@ -22,7 +22,7 @@ from killswitch.errors import UsageError
 
 if TYPE_CHECKING:
     from killswitch.engine import Switch
-    from killswitch.runbook import Runbook, Runner
+    from killswitch.runbook import Consent, Runbook, Runner, RunResult, StepOutcome, StepSpec
 
 # -- runbooks -------------------------------------------------------------------
 
@@ -54,17 +54,22 @@ def runbook_list(session: Session, /, folder: Path) -> int:
             {
                 "name": book.spec.name,
                 "file": str(path),
-                "description": book.spec.description.strip().splitlines()[0]
-                if book.spec.description.strip()
-                else "",
+                "description": _first_sentence(book.spec.description),
             }
         )
     if session.output == "json":
         render.emit_json({"runbooks": found})
     else:
         for entry in found:
-            click.echo(f"{entry['name']:<28} {entry['file']:<44} {entry['description']}")
+            click.echo(f"{entry['name']}  ({entry['file']})\n    {entry['description']}")
     return 0
+
+
+def _first_sentence(text: str) -> str:
+    """What a runbook is for, in one sentence: its description up to the first full stop."""
+    flat = " ".join(text.split())
+    end = flat.find(". ")
+    return flat if end < 0 else flat[: end + 1]
 
 
 @runbook.command("validate")
@@ -119,11 +124,6 @@ def _runner(
     from killswitch import notify
     from killswitch import runbook as runbooks
 
-    def ask(question: str) -> bool:
-        if not sys.stdin.isatty():
-            raise UsageError(f"confirm step needs a person: {question} (or run with --yes)")
-        return click.confirm(question, default=False, err=True)
-
     def send(message: str, webhook_env: str) -> bool | None:
         """None when no webhook is configured (the step is skipped)."""
         url = os.environ.get(webhook_env) if webhook_env else None
@@ -136,15 +136,68 @@ def _runner(
         variables,
         yes=yes,
         dry_run=dry_run,
-        confirm_plan=confirmer(yes),
-        ask=ask,
+        ask=_ask_once,
         notify=send,
+        watch=_StepHeaders(),
     )
 
 
-def _finish_run(session: Session, result: Any) -> int:
+def _ask_once(consent: Consent) -> bool:
+    """The run's one question: the confirm steps' words, then every change step's plan
+    and the blast radius of them all (stderr); no terminal, no question (64)."""
     from killswitch import render
 
+    if not sys.stdin.isatty():
+        raise UsageError("not a terminal, so nobody can confirm: add --yes (nothing was changed)")
+    for question in consent.questions:
+        click.echo(question, err=True)
+    pending = []
+    for index, step, plan in consent.plans:
+        click.echo(f"\nstep {index + 1} [{step.kind}] {step.name}:", err=True)
+        render.plan_preview(plan, sys.stderr)
+        pending += [c.target for c in plan.pending]
+    for index, step, why in consent.skipped:
+        click.echo(f"\nstep {index + 1} [{step.kind}] {step.name}: {why}", err=True)
+    click.echo("\nthe whole run changes " + render.blast_radius(pending), err=True)
+    changes = len(consent.plans)
+    return click.confirm(
+        f"run {consent.runbook} ({changes} change step{'' if changes == 1 else 's'}) now?",
+        default=False,
+        err=True,
+    )
+
+
+class _StepHeaders:
+    """A line on stderr as each step starts, and one as it ends: a run is never silent.
+    Off a terminal the lines are JSON, as the logs and the progress lines are."""
+
+    def __init__(self) -> None:
+        from killswitch.logs import progress_logger
+
+        self.log = None if sys.stderr.isatty() else progress_logger()
+
+    def started(self, index: int, total: int, step: StepSpec) -> None:
+        if self.log is not None:
+            self.log.info("step started", step=index + 1, of=total, kind=step.kind, name=step.name)
+        else:
+            click.echo(f"── step {index + 1}/{total} [{step.kind}] {step.name}", err=True)
+
+    def finished(self, outcome: StepOutcome) -> None:
+        from killswitch.text import printable
+
+        if self.log is not None:
+            done = {k: v for k, v in outcome.to_json().items() if k != "index"}
+            self.log.info("step finished", step=outcome.index + 1, **done)
+            return
+        op = f" op {outcome.op}" if outcome.op else ""
+        detail = f" — {printable(outcome.detail)}" if outcome.detail else ""
+        click.echo(f"   {outcome.status}{op}{detail}", err=True)
+
+
+def _finish_run(session: Session, result: RunResult, argv: tuple[str, ...]) -> int:
+    from killswitch import render
+
+    then = _run_next_step(result, argv)
     if session.output == "json":
         render.emit_json(
             {
@@ -153,6 +206,7 @@ def _finish_run(session: Session, result: Any) -> int:
                 "status": result.status,
                 "code": result.code,
                 "steps": [s.to_json() for s in result.steps],
+                "next": then or None,
             }
         )
     else:
@@ -161,9 +215,24 @@ def _finish_run(session: Session, result: Any) -> int:
             click.echo(f"  {s.index + 1}. [{s.kind}] {s.name}: {s.status}{op} — {s.detail}")
         run = f"run {result.run_id}" if result.run_id else "dry run"
         click.echo(f"{result.runbook}: {run} {result.status} (exit {result.code})")
-        if result.run_id and result.code:
-            click.echo(f"finish it later with: killswitch runbook resume {result.run_id}")
+        if then:
+            click.echo(f"next: {then}")
     return int(result.code)
+
+
+def _run_next_step(result: RunResult, argv: tuple[str, ...]) -> str:
+    """What to run after a run that did not end with 0 (or 64)."""
+    import shlex
+
+    if result.code in (0, 64):
+        return ""
+    if result.run_id is None:  # a dry run with changes pending: the same, for real
+        return "killswitch " + " ".join(shlex.quote(w) for w in argv if w != "--dry-run")
+    resume = f"killswitch runbook resume {result.run_id}"
+    stopped = result.stopped_by
+    if stopped is not None and stopped.status == "awaiting-approval" and stopped.op:
+        return f"killswitch approve {stopped.op}  # by another person; then: {resume}"
+    return f"{resume}  # after fixing what stopped it"
 
 
 @runbook.command("run")
@@ -198,14 +267,14 @@ def runbook_run(
         raise UsageError("not a terminal, so nobody can confirm: add --yes (or --dry-run)")
     switch = engine_for(session, progress=True)
     result = _runner(session, switch, book, values, yes=yes, dry_run=dry_run).run()
-    code = _finish_run(session, result)
+    code = _finish_run(session, result, session.argv)
     if not dry_run:
         switch.anchor()
     return code
 
 
 @runbook.command("resume")
-@click.argument("run_id")
+@click.argument("run_id", shell_complete=complete.runbook_run)
 @click.option("--yes", "-y", is_flag=True, help="Skip confirm steps and prompts.")
 @session_options
 @lock_options
@@ -223,6 +292,6 @@ def runbook_resume(session: Session, /, run_id: str, yes: bool) -> int:
         raise UsageError("not a terminal, so nobody can confirm: add --yes")
     runner = _runner(session, switch, book, dict(started["variables"]), yes=yes, dry_run=False)
     result = runner.run(run_id, start=runbooks.resume_point(steps))
-    code = _finish_run(session, result)
+    code = _finish_run(session, result, session.argv)
     switch.anchor()
     return code

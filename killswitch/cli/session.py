@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from killswitch.cli import complete
+from killswitch.clock import SYSTEM, Clock
 from killswitch.domain import Plan, Report
 from killswitch.errors import UsageError
 from killswitch.outcome import Outcome
@@ -19,10 +21,13 @@ if TYPE_CHECKING:
     from killswitch.engine import Switch
     from killswitch.identity import Identity
     from killswitch.inventory import Inventory
+    from killswitch.progress import Progress
     from killswitch.selectors import Selector
 
 if TYPE_CHECKING:
-    pass
+    _Choice = click.Choice[str]
+else:  # click before 8.2 has no generic Choice
+    _Choice = click.Choice
 
 F = TypeVar("F", bound=Callable[..., Any])
 # The ends of an op that the inventory's webhook hears of.
@@ -40,6 +45,13 @@ class Session:
     lock_wait: float | None = None  # --lock-timeout; None: policy.lock.wait_seconds
     deadline: float | None = None  # --deadline; None: policy.deadline_seconds
     key: str | None = None  # --key: the SSH key that signs restores, approvals, declines
+    argv: tuple[str, ...] = ()  # the command line as typed, for the next step to show
+    clock: Clock = SYSTEM  # the engine's (tests pass one that never sleeps)
+    # When the command began (on ``clock``): an op's time to kill counts from here.
+    started: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.started = self.clock.monotonic()
 
     def load(self) -> Inventory:
         from killswitch import inventory
@@ -58,8 +70,27 @@ class Session:
         return str(self.identity(self.load()).principal)
 
 
-def session_options(fn: F) -> F:
-    """--inventory, --actor and --output, accepted after the command name too."""
+class OutputFormat(_Choice):
+    """``--output``: table or json; html (the posture map) where the command draws one.
+    Elsewhere html is a usage error (exit 64) that says where it goes."""
+
+    def __init__(self, html: bool) -> None:
+        super().__init__(["table", "json", "html"] if html else ["table", "json"])
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        if value == "html" and "html" not in self.choices:
+            self.fail(
+                "html is the posture map, drawn only by `killswitch status`; "
+                "this command takes table or json",
+                param,
+                ctx,
+            )
+        return str(super().convert(value, param, ctx))
+
+
+def session_options(fn: F, *, html: bool = False) -> F:
+    """--inventory, --actor and --output, accepted after the command name too. ``html``:
+    the command also draws the posture map (``--output html``)."""
 
     def remember(attr: str) -> Callable[[click.Context, click.Parameter, Any], Any]:
         def callback(ctx: click.Context, _param: click.Parameter, value: Any) -> Any:
@@ -74,6 +105,7 @@ def session_options(fn: F) -> F:
         "-i",
         "inventory_path",
         metavar="PATH",
+        type=click.Path(),
         expose_value=False,
         callback=remember("inventory_path"),
         help="Inventory file (default: $KILLSWITCH_INVENTORY or ./killswitch.yaml).",
@@ -96,10 +128,13 @@ def session_options(fn: F) -> F:
     fn = click.option(
         "--output",
         "-o",
-        type=click.Choice(["table", "json"]),
+        type=OutputFormat(html),
         expose_value=False,
         callback=remember("output"),
-        help="table (default) or json on stdout.",
+        help="table (default), json, or html: the posture map, one self-contained page; "
+        "all on stdout."
+        if html
+        else "table (default) or json on stdout.",
     )(fn)
     return fn
 
@@ -145,7 +180,8 @@ def selector_options(fn: F) -> F:
                 "models",
                 multiple=True,
                 metavar="NAME",
-                help="Model name or glob; 'all'; '!glob' excludes. Repeatable.",
+                shell_complete=complete.models,
+                help="Model name or glob; 'all'; 'not:glob' (or '!glob') excludes. Repeatable.",
             ),
             click.option(
                 "--region",
@@ -153,7 +189,9 @@ def selector_options(fn: F) -> F:
                 "regions",
                 multiple=True,
                 metavar="REGION",
-                help="Region name or glob ('eu-*'); 'all'; '!us-*' excludes. Repeatable.",
+                shell_complete=complete.regions,
+                help="Region name or glob ('eu-*'); 'all'; not:us-* (or '!us-*') excludes. "
+                "Repeatable.",
             ),
             click.option(
                 "--provider",
@@ -161,6 +199,7 @@ def selector_options(fn: F) -> F:
                 "providers",
                 multiple=True,
                 metavar="NAME",
+                shell_complete=complete.providers,
                 help="Provider instance or type. Repeatable.",
             ),
             click.option(
@@ -168,9 +207,16 @@ def selector_options(fn: F) -> F:
                 "target_globs",
                 multiple=True,
                 metavar="GLOB",
+                shell_complete=complete.targets,
                 help="Glob over target ids (aws:aws-prod/eu-west-1/ssm-flag/mythos-5).",
             ),
-            click.option("--scope", "-s", metavar="NAME", help="A named scope from the inventory."),
+            click.option(
+                "--scope",
+                "-s",
+                metavar="NAME",
+                shell_complete=complete.scopes,
+                help="A named scope from the inventory.",
+            ),
         ]
     ):
         fn = decorator(fn)
@@ -202,8 +248,9 @@ def engine_for(
 ) -> Switch:
     """The engine on the inventory's store. ``break_glass`` (revoke, restrict): when the
     shared store cannot be reached, run on a local spool instead, loudly. ``acts``: the
-    command writes, so who acts is read from a credential (reads skip that)."""
-    from killswitch import render
+    command writes, so who acts is read from a credential (reads skip that).
+    ``progress``: the command changes targets, so off a terminal each one finished gets
+    a line on stderr (on a terminal every command that reads providers shows bars)."""
     from killswitch.engine import Switch
     from killswitch.state import break_glass_warning, open_store
     from killswitch.state.spool import default_spool_dir
@@ -228,19 +275,38 @@ def engine_for(
         warning = "\n".join(printable(line) for line in warning.split("\n"))
         color = sys.stderr.isatty() and "NO_COLOR" not in os.environ
         click.secho(warning, fg="red", bold=True, err=True, color=color)
-    on_step = None
-    if progress and session.output == "table" and sys.stderr.isatty():
-        on_step = lambda target, step: render.step_line(target, step, sys.stderr)  # noqa: E731
     return Switch(
         inventory,
         store,
         actor,
         concurrency=session.concurrency,
-        on_step=on_step,
+        progress=_display(session, changes=progress),
         lock_wait=session.lock_wait,
         on_wait=_lock_waiting(),
         deadline=session.deadline,
+        clock=session.clock,
+        started=session.started,
     )
+
+
+def _display(session: Session, *, changes: bool) -> Progress:
+    """Bars on a terminal; lines elsewhere for a change; else nothing. Closed with the
+    command, whatever way it ends, so no bar is left drawing over an error."""
+    from killswitch.cli.progress import Bars, Lines
+    from killswitch.progress import QUIET
+
+    shown: Bars | Lines
+    tty = sys.stderr.isatty()
+    if tty and session.output == "table":
+        shown = Bars(sys.stderr)
+    elif changes:
+        shown = Lines(sys.stderr, as_json=not tty)
+    else:
+        return QUIET
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None:
+        ctx.call_on_close(shown.close)
+    return shown
 
 
 def _lock_waiting() -> Callable[[Any, float], None]:
@@ -279,24 +345,43 @@ def confirmer(yes: bool) -> Callable[[Plan], None]:
     return confirm
 
 
-def finish(session: Session, report: Report, title: str) -> int:
+def finish(session: Session, report: Report, title: str, notes: Sequence[str] = ()) -> int:
+    """Print ``report`` (and ``notes`` under it on a terminal) and, when it did not end
+    well, the command to run next, last."""
     from killswitch import render
+    from killswitch.cli import nextstep
 
+    then = nextstep.for_report(report, session.argv)
     if session.output == "json":
-        render.emit_json(render.report_json(report))
+        render.emit_json(report_document(session, report))
     else:
         render.report_table(report, title)
+        for note in notes:
+            click.echo(note)
+        if then and not report.message.startswith("next:"):
+            click.echo(f"next: {then}")
     return int(report.status.exit_code)
+
+
+def report_document(session: Session, report: Report) -> dict[str, object]:
+    """A report as JSON, with ``next``: the command to run when it did not end well."""
+    from killswitch import render
+    from killswitch.cli import nextstep
+
+    return {**render.report_json(report), "next": nextstep.for_report(report, session.argv) or None}
 
 
 def finish_op(session: Session, switch: Switch, report: Report, title: str) -> int:
     """Render an op's report and, when the inventory asks for it, post it to the webhook."""
     from killswitch import notify
+    from killswitch.timing import headline
 
+    op = switch.store.get_op(report.op_id) if report.op_id else None
     url = inventory_webhook(switch.inventory, "op")
-    if url and report.op_id and report.status in ANNOUNCED:
-        notify.send(url, notify.op_message(title, report, switch.actor))
-    code = finish(session, report, title)
+    if url and op is not None and report.status in ANNOUNCED:
+        notify.send(url, notify.op_message(title, report, switch.actor, op))
+    timed = [headline(op.timing, op.action)] if op is not None and op.timing else []
+    code = finish(session, report, title, timed)
     switch.anchor()
     return code
 

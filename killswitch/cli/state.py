@@ -247,8 +247,17 @@ def lock_status(session: Session, /) -> int:
     finally:
         store.close()
     data = _lock_json(holder, url)
-    _emit(session, data, [_describe(holder) if holder else "lock free"])
     live = holder is not None and not data["expired"]
+    lines = [_describe(holder) if holder else "lock free"]
+    if live and holder is not None:
+        data["next"] = (
+            f"killswitch ops show {holder.op_id}  # what it is doing; wait for it, or, if its "
+            "holder is gone, `killswitch lock break --reason …`"
+            if holder.op_id
+            else "killswitch lock break --reason …  # only if its holder is gone"
+        )
+        lines.append(f"next: {data['next']}")
+    _emit(session, data, lines)
     return int(ExitCode.LOCKED if live else ExitCode.OK)
 
 

@@ -12,7 +12,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from killswitch.domain import AuditEvent, Intent, LedgerEntry, Operation, OpStatus, Step
+from killswitch.domain import (
+    AuditEvent,
+    Intent,
+    LedgerEntry,
+    Operation,
+    OpStatus,
+    OpTiming,
+    Step,
+)
 from killswitch.errors import KillswitchError, LockInfo
 
 
@@ -113,6 +121,11 @@ class StateStore(Protocol):
         ...
 
     def set_op_status(self, op_id: str, status: OpStatus, lease: Lease | None) -> None: ...
+
+    def set_op_timing(self, op_id: str, timing: OpTiming, lease: Lease) -> None:
+        """Record how long a run of the op took (fenced by ``lease``); a missing op stays
+        missing."""
+        ...
 
     def record_step(self, step: Step, lease: Lease) -> None:
         """Journal one step of one target (fenced by ``lease``)."""

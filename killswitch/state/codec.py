@@ -9,22 +9,30 @@ and back: adding a field to an op means adding it here once.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
+import structlog
+
 from killswitch.domain import (
+    PHASES,
     Access,
     Action,
     AuditEvent,
     LedgerEntry,
     Operation,
     OpStatus,
+    OpTiming,
     Step,
     StepResult,
 )
 
+log = structlog.get_logger("killswitch.state")
+
 # The fields a table keeps as JSON text.
-OP_NESTED = ("desired", "target_ids")
+OP_NESTED = ("desired", "target_ids", "timing")
 STEP_NESTED = ("observed", "desired")
 LEDGER_NESTED = ("desired",)
 EVENT_NESTED = ("payload",)
@@ -42,6 +50,7 @@ OP_COLUMNS = (
     "created_at",
     "status",
     "required_approvals",
+    "timing",  # added later: a row from before it has none (NULL, or no attribute)
 )
 
 
@@ -69,6 +78,7 @@ def op_to_json(op: Operation) -> dict[str, Any]:
         "created_at": op.created_at,
         "status": op.status.value,
         "required_approvals": op.required_approvals,
+        "timing": timing_to_json(op.timing) if op.timing else None,
     }
 
 
@@ -85,7 +95,21 @@ def op_from_json(data: Mapping[str, Any]) -> Operation:
         created_at=data["created_at"],
         status=OpStatus(data["status"]),
         required_approvals=int(data["required_approvals"]),
+        timing=_readable_timing(data.get("timing"), data["id"]),
     )
+
+
+def _readable_timing(data: Any, op_id: str) -> OpTiming | None:
+    """The op's timing, or None when it is absent or not one killswitch wrote (edited
+    by hand): a figure that cannot be read is only missing, and it must never keep
+    ``ops list`` from answering during an incident."""
+    if not data:
+        return None
+    try:
+        return timing_from_json(data)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        log.warning("op timing unreadable; ignored", op=op_id, error=str(exc)[:200])
+        return None
 
 
 def op_row(op: Operation) -> dict[str, Any]:
@@ -94,6 +118,47 @@ def op_row(op: Operation) -> dict[str, Any]:
 
 def op_from_row(row: Mapping[str, Any]) -> Operation:
     return op_from_json(unflat(row, OP_NESTED))
+
+
+def timing_to_json(timing: OpTiming) -> dict[str, Any]:
+    return {
+        "started_at": timing.started_at,
+        "runs": timing.runs,
+        "verified_after": timing.verified_after,
+        "effective_after": timing.effective_after,
+        "phases": dict(timing.phases),
+    }
+
+
+def timing_from_json(data: Mapping[str, Any]) -> OpTiming:
+    """An op's timing as stored; ValueError when it is not one killswitch wrote. Its text
+    reaches terminals, webhooks and metrics labels: phases are only the known ones,
+    the start a real time, every figure a finite number of seconds."""
+
+    def seconds(value: Any) -> float:
+        number = float(value)
+        if not math.isfinite(number) or number < 0:
+            raise ValueError(f"timing: {value!r} is not a number of seconds")
+        return number
+
+    started_at = str(data["started_at"])
+    datetime.fromisoformat(started_at.replace("Z", "+00:00"))  # ValueError unless a time
+    phases = data.get("phases") or {}
+    if not isinstance(phases, Mapping) or not set(phases) <= set(PHASES):
+        raise ValueError(f"timing: phases must be among {', '.join(PHASES)}")
+    verified, effective = data.get("verified_after"), data.get("effective_after")
+    return OpTiming(
+        started_at=started_at,
+        runs=int(data["runs"]),
+        verified_after=None if verified is None else seconds(verified),
+        effective_after=None if effective is None else seconds(effective),
+        phases=tuple((p, seconds(phases[p])) for p in PHASES if p in phases),
+    )
+
+
+def timing_row(timing: OpTiming) -> str:
+    """``timing`` as an op row's ``timing`` column holds it."""
+    return str(flat({"timing": timing_to_json(timing)}, OP_NESTED)["timing"])
 
 
 # -- journal steps ------------------------------------------------------------------------

@@ -44,12 +44,13 @@ from killswitch.domain import (
     LedgerEntry,
     Operation,
     OpStatus,
+    OpTiming,
     Step,
     iso,
     utcnow,
 )
 from killswitch.errors import LeaseLost, LockHeld, LockInfo, UsageError
-from killswitch.state import DynamoDbUrl
+from killswitch.state import DynamoDbUrl, codec
 from killswitch.state.base import Approval, Lease, StateDump, StoreUnreachable
 from killswitch.state.dynamodb_table import (
     HEAD_KEY,
@@ -395,6 +396,16 @@ class DynamoDbStore:
             self._call("put_item", Item=marker)
         else:  # best effort: open_ops reads each listed op's own status anyway
             self._call("delete_item", Key={"pk": marker["pk"], "sk": marker["sk"]})
+
+    def set_op_timing(self, op_id: str, timing: OpTiming, lease: Lease) -> None:
+        action = {"TableName": self.table, "Key": op_key(op_id)}
+        action |= {
+            "UpdateExpression": "SET #timing = :timing",
+            "ConditionExpression": "attribute_exists(pk)",  # no half-made op
+            "ExpressionAttributeNames": {"#timing": "timing"},
+            "ExpressionAttributeValues": attrs({":timing": codec.timing_row(timing)}),
+        }
+        self._writer.solo(lease, [self._fence(lease.token), {"Update": action}])
 
     def record_step(self, step: Step, lease: Lease) -> None:
         item = step_item(step, lease.token, self._stamp.next())

@@ -16,7 +16,13 @@ from killswitch import audit
 from killswitch.domain import OpStatus, Step
 from killswitch.errors import ExitCode, KillswitchError, UsageError
 from killswitch.state.base import JournalEntry, Lease, StateDump, StateStore
-from killswitch.state.codec import event_from_json, ledger_from_json, op_from_json, step_from_json
+from killswitch.state.codec import (
+    event_from_json,
+    ledger_from_json,
+    op_from_json,
+    step_from_json,
+    timing_from_json,
+)
 from killswitch.state.spool import (
     SYNCED,
     Record,
@@ -223,6 +229,9 @@ def _upload(
             status = OpStatus(body["status"])
             if op is not None and RANK[status] > RANK[op.status]:
                 store.set_op_status(op.id, status, keeper.fresh())
+        elif record.kind == "timing":
+            if store.get_op(body["op_id"]) is not None:
+                store.set_op_timing(body["op_id"], timing_from_json(body["timing"]), keeper.fresh())
         elif record.kind == "step":
             step = step_from_json(body)
             latest = journal.setdefault(step.op_id, store.steps(step.op_id)).get(step.target_id)

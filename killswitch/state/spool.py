@@ -33,6 +33,7 @@ from killswitch.domain import (
     LedgerEntry,
     Operation,
     OpStatus,
+    OpTiming,
     Step,
     utcnow,
 )
@@ -47,6 +48,8 @@ from killswitch.state.codec import (
     op_to_json,
     step_from_json,
     step_to_json,
+    timing_from_json,
+    timing_to_json,
 )
 
 SPOOL_ENV = "KILLSWITCH_SPOOL_DIR"
@@ -83,7 +86,7 @@ class Record:
     """One line of a spool: what happened, chained to the line before."""
 
     n: int
-    kind: str  # header, op, status, step, ledger, approval, audit
+    kind: str  # header, op, status, timing, step, ledger, approval, audit
     body: dict[str, Any]
     prev: str
     hash: str
@@ -192,6 +195,9 @@ class SpoolStore:
         elif kind == "status" and body["op_id"] in self._ops:
             op = self._ops[body["op_id"]]
             self._ops[op.id] = _with_status(op, OpStatus(body["status"]))
+        elif kind == "timing" and body["op_id"] in self._ops:
+            op = self._ops[body["op_id"]]
+            self._ops[op.id] = replace(op, timing=timing_from_json(body["timing"]))
         elif kind == "step":
             self._steps.setdefault(body["op_id"], {})[body["target_id"]] = step_from_json(body)
         elif kind == "ledger":
@@ -251,6 +257,9 @@ class SpoolStore:
 
     def set_op_status(self, op_id: str, status: OpStatus, lease: Lease | None) -> None:
         self._append("status", {"op_id": op_id, "status": status.value})
+
+    def set_op_timing(self, op_id: str, timing: OpTiming, lease: Lease) -> None:
+        self._append("timing", {"op_id": op_id, "timing": timing_to_json(timing)})
 
     def record_step(self, step: Step, lease: Lease) -> None:
         self._append("step", step_to_json(step if step.at else _stamped(step)))

@@ -18,6 +18,7 @@ from killswitch.domain import (
     LedgerEntry,
     Operation,
     OpStatus,
+    OpTiming,
     Step,
     iso,
     utcnow,
@@ -36,7 +37,8 @@ CREATE TABLE IF NOT EXISTS lock (
 CREATE TABLE IF NOT EXISTS ops (
   id TEXT PRIMARY KEY, action TEXT NOT NULL, desired TEXT NOT NULL, target_ids TEXT NOT NULL,
   actor TEXT NOT NULL, reason TEXT NOT NULL, ticket TEXT, selector TEXT NOT NULL,
-  created_at TEXT NOT NULL, status TEXT NOT NULL, required_approvals INTEGER NOT NULL
+  created_at TEXT NOT NULL, status TEXT NOT NULL, required_approvals INTEGER NOT NULL,
+  timing TEXT
 );
 CREATE TABLE IF NOT EXISTS steps (
   seq INTEGER PRIMARY KEY AUTOINCREMENT, op_id TEXT NOT NULL, target_id TEXT NOT NULL,
@@ -71,17 +73,23 @@ ADDED_COLUMNS = (
     ("lock", "beat", "INTEGER NOT NULL DEFAULT 0"),
     ("lock", "fenced", "INTEGER NOT NULL DEFAULT 0"),
     ("steps", "desired", "TEXT"),
+    ("ops", "timing", "TEXT"),
 )
 
 
 class SqliteStore:
     """StateStore on SQLite. One connection shared by threads, serialised by a mutex."""
 
-    def __init__(self, path: Path, *, clock: Clock = SYSTEM) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+    def __init__(self, path: Path, *, clock: Clock = SYSTEM, read_only: bool = False) -> None:
         self.path = path
         self.clock = clock  # leases expire on it: tests move it instead of sleeping
         self._mutex = threading.Lock()
+        if read_only:  # shell completion: an existing file, read, never waited on or made
+            uri = f"{path.resolve().as_uri()}?mode=ro"
+            self._db = sqlite3.connect(uri, uri=True, timeout=1, check_same_thread=False)
+            self._db.row_factory = sqlite3.Row
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -232,6 +240,11 @@ class SqliteStore:
             if lease is not None:
                 self._check_fence(db, lease)
             db.execute("UPDATE ops SET status = ? WHERE id = ?", (status.value, op_id))
+
+    def set_op_timing(self, op_id: str, timing: OpTiming, lease: Lease) -> None:
+        with self._tx() as db:
+            self._check_fence(db, lease)
+            db.execute("UPDATE ops SET timing = ? WHERE id = ?", (codec.timing_row(timing), op_id))
 
     def record_step(self, step: Step, lease: Lease) -> None:
         with self._tx() as db:
@@ -401,5 +414,8 @@ def _event(row: sqlite3.Row) -> AuditEvent:
 def _insert_op(db: sqlite3.Connection, op: Operation) -> None:
     """Record ``op`` unless its id exists (an existing op is left as it is)."""
     row = codec.op_row(op)
-    marks = ", ".join("?" * len(codec.OP_COLUMNS))
-    db.execute(f"INSERT OR IGNORE INTO ops VALUES ({marks})", [row[c] for c in codec.OP_COLUMNS])
+    columns, marks = ", ".join(codec.OP_COLUMNS), ", ".join("?" * len(codec.OP_COLUMNS))
+    db.execute(
+        f"INSERT OR IGNORE INTO ops ({columns}) VALUES ({marks})",
+        [row[c] for c in codec.OP_COLUMNS],
+    )

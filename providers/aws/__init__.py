@@ -175,6 +175,27 @@ class AwsProvider:
                 )
             return self._clients
 
+    def reach(self) -> list[str]:
+        """Each account answers (its role assumed), and the roles and groups iam-deny
+        attaches its policy to exist there: what `inventory validate --reach` asks."""
+        from killswitch.errors import KillswitchError
+        from providers.aws.iam_deny import IamDeny
+
+        problems = []
+        for account in self.accounts():
+            where = f"account {account}" if account else "the credentials' account"
+            probe = Target(self.type, self.name, "us-east-1", "iam-deny", "", account)
+            try:
+                self.call(
+                    probe, "sts", "read", "sts:GetCallerIdentity", lambda c: c.get_caller_identity()
+                )
+                lever = self.mechanism("iam-deny") if "iam-deny" in self.config.mechanisms else None
+                if isinstance(lever, IamDeny):
+                    problems += [f"{where}: {gap}" for gap in lever.absent_principals(account)]
+            except KillswitchError as exc:
+                problems.append(f"{where}: {exc}")
+        return problems
+
     def caller_identity(self, timeout: float) -> str:
         """The ARN of the base credentials' caller (sts:GetCallerIdentity), never an
         assumed role of ours; the core makes a person's name of it."""

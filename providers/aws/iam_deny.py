@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import threading
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from killswitch.contract import ApplyContext, Permission
@@ -68,8 +68,10 @@ class IamDeny:
         # Attach only our own policy: the condition pins the policy ARN.
         Permission("iam:AttachRolePolicy", "arn:aws:iam::*:role/{iam_role}", ONLY_OURS),
         Permission("iam:AttachGroupPolicy", "arn:aws:iam::*:group/{iam_group}", ONLY_OURS),
-        # Before a restrict: can a caller role's sessions claim the audience tag?
+        # Before a restrict: can a caller role's sessions claim the audience tag? And
+        # `inventory validate --reach`: do the roles and groups it attaches to exist?
         Permission("iam:GetRole", "arn:aws:iam::*:role/{iam_role}"),
+        Permission("iam:GetGroup", "arn:aws:iam::*:group/{iam_group}"),
         # iam.verify_effect: AWS's own evaluation of everything attached to the roles.
         Permission("iam:SimulatePrincipalPolicy", "arn:aws:iam::*:role/{iam_role}"),
     )
@@ -150,6 +152,24 @@ class IamDeny:
         return [("role", r) for r in dict.fromkeys(wanted) if r not in roles] + [
             ("group", g) for g in self.iam.groups if g not in groups
         ]
+
+    def absent_principals(self, account: str) -> list[str]:
+        """The roles and groups in ``iam`` that do not exist in ``account``: a revoke
+        could not attach the deny policy to them (``inventory validate --reach``)."""
+        probe = Target("aws", self.provider.name, "us-east-1", "iam-deny", "", account)
+        wanted = [("role", r) for r in dict.fromkeys([*self.iam.roles, *self.iam.agent_roles])]
+        wanted += [("group", g) for g in self.iam.groups]
+        absent = []
+        for kind, path in wanted:
+            name = path.rsplit("/", 1)[-1]
+            ask = _get_role(name) if kind == "role" else _get_group(name)
+            try:
+                self._iam(probe, "read", f"iam:Get{kind.title()} {name}", ask)
+            except PermanentError as exc:
+                if "NoSuchEntity" not in str(exc):
+                    raise
+                absent.append(f"IAM {kind} {path} (iam.{kind}s) does not exist")
+        return absent
 
     def policy(self, target: Target) -> DenyPolicy:
         return DenyPolicy(
@@ -292,3 +312,11 @@ class IamDeny:
                     lambda iam, n=name: iam.attach_group_policy(GroupName=n, PolicyArn=arn),
                     ctx,
                 )
+
+
+def _get_role(name: str) -> Callable[[Any], Any]:
+    return lambda iam: iam.get_role(RoleName=name)
+
+
+def _get_group(name: str) -> Callable[[Any], Any]:
+    return lambda iam: iam.get_group(GroupName=name)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from pathlib import Path
 
-from tests.conftest import Workspace, killswitch_command
+from tests.conftest import REGIONS, Workspace, killswitch_command
 from tests.support.faultproxy import FaultProxy
 
 SECRET = "sk-test-9f8e7d6c5b4a-DO-NOT-LEAK"
@@ -57,6 +58,29 @@ def test_logs_are_json_lines_on_stderr_when_not_a_terminal(ws: Workspace) -> Non
     assert json.loads(result.stdout)["status"] == "complete"  # stdout is only the report
 
 
+def test_off_a_terminal_a_change_reports_each_target_done_as_a_json_line(ws: Workspace) -> None:
+    result = subprocess.run(
+        [killswitch_command(), "--inventory", str(ws.inventory), "revoke", "-m", "mythos-5",
+         "--reason", "r", "--yes"],
+        capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=120, check=False,
+    )  # fmt: skip
+
+    assert result.returncode == 0, result.stderr
+    events = [json.loads(line) for line in result.stderr.splitlines()]
+    progress = [e for e in events if e["event"] == "progress"]
+    starts = [(e["phase"], e["total"]) for e in progress if "target" not in e]
+    done = [e for e in progress if "target" in e]
+    assert starts == [("read", 8), ("apply", 8)]
+    assert [(e["phase"], e["done"], e["total"]) for e in done] == [
+        ("verify", n, 8) for n in range(1, 9)
+    ]
+    assert {e["target"] for e in done} == {f"aws:aws-prod/{r}/ssm-flag/mythos-5" for r in REGIONS}
+    assert {e["result"] for e in done} == {"verified"}
+    # The table on stdout is the report alone, a row a line, however wide.
+    rows = [line for line in result.stdout.splitlines() if line.startswith("✓")]
+    assert len(rows) == 8 and all(line.rstrip().endswith("verified") for line in rows)
+
+
 def test_role_arn_is_assumed_before_any_write(faulty_ws: Workspace, proxy: FaultProxy) -> None:
     ws = faulty_ws
     ws.write_inventory(
@@ -78,3 +102,19 @@ def test_role_arn_is_assumed_before_any_write(faulty_ws: Workspace, proxy: Fault
     # Once to read (session killswitch-observe), once to write (session named after the op).
     assert proxy.count("AssumeRole") == 2
     assert ws.posture("eu-west-1", "fable-5") == "revoked"
+
+
+def test_off_a_terminal_a_runbook_says_each_step_as_a_json_line(ws: Workspace) -> None:
+    book = str(Path(__file__).resolve().parents[2] / "runbooks" / "global-emergency-off.yaml")
+    result = _run(ws, "runbook", "run", book, "--var", "models=mythos-5", "--var", "ticket=T-1",
+                  "--yes", "-o", "json")  # fmt: skip
+
+    assert result.returncode == 0, result.stderr
+    events = [json.loads(line) for line in result.stderr.splitlines() if line.strip()]
+    steps = [(e["event"], e["step"]) for e in events if e["event"].startswith("step ")]
+    assert steps == [
+        ("step started", 1), ("step finished", 1),
+        ("step started", 2), ("step finished", 2),
+        ("step started", 3), ("step finished", 3),
+    ]  # fmt: skip
+    assert json.loads(result.stdout)["status"] == "complete"

@@ -78,3 +78,27 @@ def test_every_change_is_audited_with_actor_and_reason(audited: Workspace) -> No
     assert requested[0]["payload"]["reason"] == "export order"
     finished = [e for e in events if e["kind"] == "op.finished"]
     assert [e["payload"]["status"] for e in finished] == ["complete", "complete"]
+
+
+def test_a_time_to_kill_shortened_in_the_ops_table_is_detected(audited: Workspace) -> None:
+    # Someone with write access to the state makes an incident's SLO look better.
+    ops = audited.run("ops", "list", "-o", "json").json()["ops"]
+    revoke = next(o for o in ops if o["action"] == "revoke")
+    _tamper(
+        audited,
+        "UPDATE ops SET timing = json_set(timing, '$.verified_after', 0.5)"
+        f" WHERE id = '{revoke['id']}'",
+    )
+
+    result = audited.run("audit", "verify", "-o", "json")
+
+    assert result.code == 3
+    assert result.json()["problems"] == [
+        f"op {revoke['id']}: its timing in the table differs from the log's (edited)"
+    ]
+    logged = [
+        e["payload"]["timing"]
+        for e in audited.run("audit", "list", "-o", "json").json()["events"]
+        if e["kind"] == "op.timed" and e["op"] == revoke["id"]
+    ]
+    assert logged == [revoke["timing"]]  # the log still holds what the op measured

@@ -45,7 +45,7 @@ def sink_url(request: pytest.FixtureRequest, ws: Workspace) -> str:
 
 @pytest.fixture
 def logged(ws: Workspace) -> Workspace:
-    """Two revokes: eight audit events (requested, applying, ledger set, finished)."""
+    """Two revokes: ten audit events (requested, applying, ledger set, finished, timed)."""
     for model in ("mythos-5", "fable-5"):
         result = ws.run("revoke", "-m", model, "-r", "eu-west-1", "--reason", "order", "--yes")
         assert result.code == 0, result.stderr
@@ -110,7 +110,7 @@ def test_truncated_tail_with_forged_head_is_caught_by_the_anchor(
 ) -> None:
     assert logged.run("audit", "anchor", "--to", sink_url).code == 0
 
-    _truncate_and_forge_head(logged, keep=4)
+    _truncate_and_forge_head(logged, keep=5)
     assert logged.run("audit", "verify").code == 0  # the chain and the tables cannot tell
     # The attacker anchors the shortened log too: the earlier checkpoint still stands.
     assert logged.run("audit", "anchor", "--to", sink_url).code == 0
@@ -118,9 +118,9 @@ def test_truncated_tail_with_forged_head_is_caught_by_the_anchor(
 
     assert result.code == 3
     [problem] = result.json()["problems"]
-    assert "checkpoint of event 8" in problem
-    assert "beyond the log's end at event 4" in problem
-    assert "events 5..8 were deleted" in problem
+    assert "checkpoint of event 10" in problem
+    assert "beyond the log's end at event 5" in problem
+    assert "events 6..10 were deleted" in problem
 
 
 def test_chain_rehashed_from_an_earlier_event_is_caught_by_the_anchor(
@@ -133,7 +133,7 @@ def test_chain_rehashed_from_an_earlier_event_is_caught_by_the_anchor(
     result = logged.run("audit", "verify", "--anchor", sink_url)
 
     assert result.code == 3
-    assert "checkpoint of event 8" in result.stdout
+    assert "checkpoint of event 10" in result.stdout
     assert "rewritten or re-hashed" in result.stdout
 
 
@@ -160,21 +160,21 @@ def test_overwritten_or_deleted_s3_checkpoint_does_not_hide_the_locked_version(
 ) -> None:
     anchored = logged.run("audit", "anchor", "--to", s3_url, "-o", "json").json()
     key = anchored["where"].split(" ")[0].removeprefix(f"s3://{BUCKET}/")
-    assert key.startswith("prod/000000000008-")
+    assert key.startswith("prod/000000000010-")
     s3 = _s3(logged.server)
     [version] = s3.list_object_versions(Bucket=BUCKET)["Versions"]
     assert version["Key"] == key
     with pytest.raises(s3.exceptions.ClientError, match="AccessDenied"):
         s3.delete_object(Bucket=BUCKET, Key=key, VersionId=version["VersionId"])
 
-    _truncate_and_forge_head(logged, keep=4)
-    forged = {**anchored["checkpoint"], "seq": 4, "hash": _rows(logged)[-1]["hash"]}
+    _truncate_and_forge_head(logged, keep=5)
+    forged = {**anchored["checkpoint"], "seq": 5, "hash": _rows(logged)[-1]["hash"]}
     s3.put_object(Bucket=BUCKET, Key=key, Body=json.dumps(forged).encode())
     s3.delete_object(Bucket=BUCKET, Key=key)  # a delete marker on top
     result = logged.run("audit", "verify", "--anchor", s3_url, "-o", "json")
 
     assert result.code == 3
-    assert any("beyond the log's end at event 4" in p for p in result.json()["problems"])
+    assert any("beyond the log's end at event 5" in p for p in result.json()["problems"])
     assert any("delete marker" in n for n in result.json()["notes"])
 
 
@@ -253,7 +253,7 @@ def test_policy_anchor_is_the_default_and_relative_to_the_inventory(logged: Work
 
     [line] = (logged.path / "anchor" / "checkpoints.jsonl").read_text().splitlines()
     checkpoint = Checkpoint.from_json(line)
-    assert (checkpoint.seq, checkpoint.hash) == (8, _rows(logged)[-1]["hash"])
+    assert (checkpoint.seq, checkpoint.hash) == (10, _rows(logged)[-1]["hash"])
     assert checkpoint.signature is None
 
 
@@ -304,7 +304,7 @@ def test_engine_hook_never_raises_when_the_anchor_is_down(
     anchor_after_op(store, "file:anchor/c.jsonl", store_url="s", base=logged.path)
     store.close()
     [line] = (logged.path / "anchor" / "c.jsonl").read_text().splitlines()
-    assert Checkpoint.from_json(line).seq == 8
+    assert Checkpoint.from_json(line).seq == 10
 
 
 def test_export_round_trips_every_event_for_a_siem(logged: Workspace, tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ state by other means are never printed as they are."""
 from __future__ import annotations
 
 import sqlite3
+from pathlib import Path
 
 from tests.conftest import MODELS, NON_US, US, Workspace
 from tests.support.servers import free_port
@@ -65,3 +66,28 @@ def test_a_password_in_the_state_endpoint_never_reaches_the_terminal(ws: Workspa
     for output in (result.stdout, result.stderr, status.stdout, status.stderr):
         assert "hunter2" not in output
     assert ws.posture("eu-west-1", "mythos-5") == "revoked"
+
+
+def test_a_timing_garbled_in_the_state_is_ignored_not_printed_nor_exported(
+    ws: Workspace, tmp_path: Path
+) -> None:
+    result = ws.run("revoke", "-m", "mythos-5", "--reason", "order", "--yes", "-o", "json")
+    op = result.json()["op"]
+    db = sqlite3.connect(ws.state_db)
+    with db:  # a label value that would end the metrics line, and a terminal escape
+        db.execute(
+            "UPDATE ops SET timing = json_set(timing, '$.started_at', ?, '$.phases', json(?))",
+            ("\x1b]0;pwned\x07", '{"apply\\n# pwned": 1}'),
+        )
+    db.close()
+    metrics = tmp_path / "killswitch.prom"
+
+    shown = ws.run("ops", "show", op)
+    listed = ws.run("ops", "list", "-o", "json")
+    drift = ws.run("drift", "--metrics-file", str(metrics))
+
+    assert (shown.code, listed.code, drift.code) == (0, 0, 0)
+    assert "\x1b" not in shown.stdout and "time to kill" not in shown.stdout
+    assert listed.json()["ops"][0]["timing"] is None
+    assert "pwned" not in metrics.read_text()
+    assert "killswitch_last_op_time_to_kill_seconds{" not in metrics.read_text()

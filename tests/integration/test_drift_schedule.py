@@ -226,6 +226,10 @@ def test_drift_names_what_drifted_and_the_fix_names_what_it_closed(ws: Workspace
     fixed = ws.run("drift", "--fix", "-o", "json")
 
     assert found.code == 2
-    assert target in found.json()["message"] and "killswitch drift --fix" in found.json()["message"]
+    assert target in found.json()["message"]
+    assert (
+        found.json()["next"].startswith("killswitch ")
+        and " drift -o json --fix " in (found.json()["next"])
+    )
     assert fixed.code == 0
     assert f"revoked again on {target}" in fixed.json()["message"]

@@ -67,7 +67,15 @@ def test_export_control_lockdown_end_to_end(ws: Workspace, acme: PartnerSim) -> 
     code, run = _run(ws, "export-control-lockdown", "--var", "ticket=INC-2041", "--yes")
 
     assert code == 0, run
-    assert [s["status"] for s in run["steps"]] == ["skipped", "ok", "ok", "ok", "ok", "skipped"]
+    statuses = [s["status"] for s in run["steps"]]
+    assert statuses == ["skipped", "ok", "ok", "skipped", "ok", "ok", "skipped", "skipped"]
+    assert (
+        run["steps"][3]["detail"]
+        == run["steps"][6]["detail"]
+        == (
+            "selects nothing: providers is empty"  # no partner cut off: acme follows the split
+        )
+    )
     assert run["steps"][-1]["detail"] == "no webhook configured"
     for model in MODELS:
         assert all(ws.posture(r, model) == "revoked" for r in NON_US)
@@ -84,6 +92,46 @@ def test_export_control_lockdown_end_to_end(ws: Workspace, acme: PartnerSim) -> 
     assert kinds[0] == "run.started" and kinds[-1] == "run.finished"
     linked = [e["payload"]["op"] for e in events if e["kind"] == "run.step" and e["payload"]["op"]]
     assert len(linked) == 2  # the revoke op and the restrict op
+
+
+def test_the_seed_incident_with_its_partner_leg_is_one_run(ws: Workspace, acme: PartnerSim) -> None:
+    _with_partner(ws, acme)
+
+    code, run = _run(
+        ws, "export-control-lockdown", "--var", "ticket=INC-2041", "--var", "partners=acme", "--yes"
+    )
+
+    assert code == 0, run
+    assert [s["status"] for s in run["steps"]][1:7] == ["ok"] * 6
+    assert {acme.posture(m, r) for m in MODELS for r in PARTNER_REGIONS} == {"revoked"}
+    for model in MODELS:  # the clouds still follow the region split
+        assert all(ws.posture(r, model) == "revoked" for r in NON_US)
+        assert all(ws.flag(r, model)["audience"] == ["us-person"] for r in US)  # type: ignore[index]
+
+
+def test_a_partner_not_in_the_inventory_stops_the_run_before_its_first_step(
+    ws: Workspace, acme: PartnerSim
+) -> None:
+    _with_partner(ws, acme)
+
+    code, run = _run(
+        ws,
+        "export-control-lockdown",
+        "--var",
+        "ticket=INC-2041",
+        "--var",
+        "partners=acmee",
+        "--yes",
+    )
+
+    assert code == 64
+    message = run["error"]["message"]
+    assert message.startswith("step 4 (Cut off the partners in scope, every region): ")
+    assert "--provider acmee: unknown (did you mean 'acme'?)" in message
+    assert all(ws.flag(r, m) is None for r in US + NON_US for m in MODELS)
+    assert {acme.posture(m, r) for m in MODELS for r in PARTNER_REGIONS} == {"open"}
+    events = ws.run("audit", "list", "-o", "json").json()["events"]
+    assert not [e for e in events if e["kind"] == "run.started"]
 
 
 def test_global_emergency_off_end_to_end(ws: Workspace, acme: PartnerSim) -> None:
@@ -197,7 +245,10 @@ def test_dry_run_changes_nothing(ws: Workspace, acme: PartnerSim) -> None:
 
     assert code == 2, run  # changes pending, as `plan` says
     assert run["run"] is None
-    assert {s["status"] for s in run["steps"]} == {"planned"}
+    assert [s["status"] for s in run["steps"]] == ["planned"] * 3 + ["skipped"] + [
+        "planned"
+    ] * 2 + ["skipped", "planned"]  # no partners cut off: those two steps select nothing
+    assert run["next"].endswith("--var ticket=INC-1 -o json")  # the same, without --dry-run
     revoke = next(s for s in run["steps"] if s["kind"] == "revoke")
     assert "aws:" in revoke["detail"]  # names the targets it would change
     assert all(ws.flag(r, m) is None for r in US + NON_US for m in MODELS)
@@ -288,3 +339,8 @@ def test_shipped_runbooks_validate_and_list(ws: Workspace) -> None:
     }
     for name in names:
         assert (RUNBOOKS / f"{name}.md").exists()  # each has its guide
+    said = {r["name"]: r["description"] for r in listed.json()["runbooks"]}
+    assert said["export-control-lockdown"] == (  # what it is for, in one whole sentence
+        "An export-control order blocks the named models for everyone outside the US and "
+        "for foreign nationals inside it."
+    )

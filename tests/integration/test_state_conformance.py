@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -21,6 +21,7 @@ from killswitch.domain import (
     LedgerEntry,
     Operation,
     OpStatus,
+    OpTiming,
     Posture,
     Step,
     StepResult,
@@ -199,6 +200,36 @@ def test_op_status_moves_under_the_lease_and_a_missing_op_stays_missing(
     assert store.get_op("op-ghost") is None
 
 
+TIMING = OpTiming(
+    started_at="2026-01-01T00:00:00.000Z",
+    runs=2,
+    verified_after=607.0,
+    effective_after=None,
+    phases=(("setup", 0.5), ("plan", 1.0), ("confirm", 0.0), ("lock", 0.0), ("apply", 2.0),
+            ("verify", 0.25)),
+)  # fmt: skip
+
+
+def test_an_op_s_timing_is_recorded_under_the_lease_and_a_stale_holder_s_is_refused(
+    backend: Backend,
+) -> None:
+    store, op = backend.open(), an_op(at="2026-01-01T00:00:00.000Z")
+    store.create_op(op)
+    stale = store.acquire("alice", "op-1", ttl_seconds=30)
+    store.break_lock(stale.token)
+    lease = store.acquire("bob", "op-1", ttl_seconds=30)
+
+    store.set_op_timing("op-1", TIMING, lease)
+    store.set_op_timing("op-ghost", TIMING, lease)
+    with pytest.raises(LeaseLost):
+        store.set_op_timing("op-1", replace(TIMING, verified_after=1.0), stale)
+
+    assert store.get_op("op-1") == replace(op, timing=TIMING)
+    assert store.list_ops() == [replace(op, timing=TIMING)]
+    assert backend.open().get_op("op-1") == replace(op, timing=TIMING)  # another machine
+    assert store.get_op("op-ghost") is None
+
+
 def test_parallel_steps_are_all_journaled_and_the_latest_per_target_wins(
     store: StateStore,
 ) -> None:
@@ -305,6 +336,7 @@ def test_export_then_import_into_an_empty_store_is_verbatim(
     source.create_op(an_op("op-1"))
     source.create_op(an_op("op-big", targets=big))
     lease = source.acquire("alice", "op-1", ttl_seconds=30)
+    source.set_op_timing("op-1", TIMING, lease)
     source.record_step(Step("op-1", TARGETS[0], StepResult.STARTED, at=utcnow()), lease)
     source.record_step(
         Step("op-1", TARGETS[0], StepResult.VERIFIED, None, utcnow(), REVOKED), lease
@@ -320,6 +352,7 @@ def test_export_then_import_into_an_empty_store_is_verbatim(
 
     assert differences(dump, target.export_state()) == []
     assert target.get_op("op-big") == an_op("op-big", targets=big, at=dump.ops[1].created_at)
+    assert target.get_op("op-1").timing == TIMING  # type: ignore[union-attr]
     assert target.steps("op-1")[TARGETS[0]].result is StepResult.VERIFIED
     assert audit.verify(target.audit_events(), target.audit_head()) == []
     assert target.acquire("bob", None, ttl_seconds=30).token > lease.token

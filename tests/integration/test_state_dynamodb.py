@@ -7,6 +7,7 @@ faults are real: SIGKILL, SIGSTOP, a proxy that drops or holds the connection.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -281,10 +282,18 @@ def test_revoke_and_restrict_run_on_a_spool_while_the_state_is_down_and_sync_upl
     ops = ws.run("ops", "list", "-o", "json").json()["ops"]
     assert sorted(o["action"] for o in ops) == ["restrict", "revoke"]
     assert {o["status"] for o in ops} == {"complete"}
+    assert all(o["timing"]["verified_after"] is not None for o in ops)  # timed on the spool
     assert ws.run("drift").code == 0  # the ledger came along
     events = verified_chain(open_store(url))
     kinds = [e.kind for e in events]
-    one_op = ["op.requested", "op.applying", "ledger.set", "op.finished", "state.synced"]
+    one_op = [
+        "op.requested",
+        "op.applying",
+        "ledger.set",
+        "op.finished",
+        "op.timed",
+        "state.synced",
+    ]
     assert kinds == one_op * 2
     first = [e.payload["break_glass"] for e in events[:4]]
     assert [m["seq"] for m in first] == [1, 2, 3, 4]  # the spool's own order, kept
@@ -459,3 +468,34 @@ def test_tampering_with_audit_items_is_detected(shared: Workspace, table: str, t
 
     assert result.code == 3, tamper
     assert result.json()["intact"] is False
+
+
+def test_an_op_item_from_before_op_timing_loads_and_an_edited_timing_is_detected(
+    shared: Workspace, table: str
+) -> None:
+    shared.run("revoke", "-m", "all", "-r", "eu-*", "--reason", "export order", "--yes")
+    [op] = shared.run("ops", "list", "-o", "json").json()["ops"]
+    client, name = _client(table)
+    key = {"pk": {"S": f"OP#{op['id']}"}, "sk": {"S": "OP"}}
+    timing = client.get_item(TableName=name, Key=key)["Item"]["timing"]["S"]
+    assert json.loads(timing) == op["timing"] and op["timing"]["verified_after"] > 0
+
+    # As an older killswitch wrote it: no timing attribute at all.
+    client.update_item(TableName=name, Key=key, UpdateExpression="REMOVE timing")
+    old = shared.run("ops", "show", op["id"], "-o", "json")
+    assert old.code == 0 and old.json()["operation"]["timing"] is None
+    assert "time to kill" not in shared.run("ops", "show", op["id"]).stdout
+    assert shared.run("audit", "verify").code == 0  # a missing figure hides nothing
+
+    edited = json.loads(timing) | {"verified_after": 0.5}
+    client.update_item(
+        TableName=name,
+        Key=key,
+        UpdateExpression="SET timing = :t",
+        ExpressionAttributeValues={":t": {"S": json.dumps(edited)}},
+    )
+    result = shared.run("audit", "verify", "-o", "json")
+    assert result.code == 3
+    assert result.json()["problems"] == [
+        f"op {op['id']}: its timing in the table differs from the log's (edited)"
+    ]

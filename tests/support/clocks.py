@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -36,3 +37,29 @@ class FakeClock:
         self.now += seconds
 
     sleep = advance
+
+
+class ManualClock:
+    """The engine's clock (killswitch/clock.py), moved only by the test and by the servers
+    it runs (a request's latency, on this clock: ``FaultProxy`` rules with ``advance``);
+    ``sleep`` moves it at once. Its wall clock starts on a whole second, so every figure
+    measured on it is exact."""
+
+    def __init__(self) -> None:
+        self.start = datetime.now(UTC).replace(microsecond=0)
+        self.elapsed = 0.0
+        self._mutex = threading.Lock()
+
+    def monotonic(self) -> float:
+        with self._mutex:
+            return self.elapsed
+
+    def now(self) -> datetime:
+        return self.start + timedelta(seconds=self.monotonic())
+
+    def sleep(self, seconds: float) -> None:
+        self.advance(max(0.0, seconds))
+
+    def advance(self, seconds: float) -> None:
+        with self._mutex:
+            self.elapsed += seconds

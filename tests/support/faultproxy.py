@@ -2,9 +2,9 @@
 
 It forwards every request to an upstream server (moto, the partner simulator …)
 and, for requests that match a rule, injects a real fault instead: an error
-reply, added latency, a dropped connection, or a reply lost after the upstream
-applied the change. It counts what passed through, so tests can assert on the
-calls a server really received.
+reply, added latency (real, or on a test's clock), a dropped connection, or a
+reply lost after the upstream applied the change. It counts what passed through,
+so tests can assert on the calls a server really received.
 """
 
 from __future__ import annotations
@@ -44,6 +44,8 @@ class Rule:
     body: bytes = b""
     content_type: str = "application/x-amz-json-1.1"
     delay: float = 0.0
+    # With "delay": move this clock by ``delay`` instead of waiting (a test's ManualClock).
+    advance: Callable[[float], None] | None = None
     times: int | None = None
     fired: int = 0
     gate: threading.Event = field(default_factory=threading.Event)  # "hold" waits for it
@@ -155,7 +157,7 @@ class FaultProxy:
             self.calls[f"{action}@{call.region}"] += 1
         rule = self._pick(call)
         if rule is not None and rule.fault == "delay":
-            time.sleep(rule.delay)
+            (rule.advance or time.sleep)(rule.delay)
             rule = None
         elif rule is not None and rule.fault == "hold":
             rule.gate.wait(timeout=60)  # the test opens the gate when it is ready

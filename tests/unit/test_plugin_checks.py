@@ -125,6 +125,15 @@ def test_a_plug_in_registered_under_another_name_or_missing_parts_is_told_which(
     assert registry.check_provider(Bare(), "bare")[0].endswith("is not a class")
 
 
+def test_a_plug_in_may_not_be_called_not_since_not_colon_excludes_targets() -> None:
+    class Not(Fine):
+        type: ClassVar[str] = "not"
+
+    assert registry.check_provider(Not, "not") == [
+        "the type name 'not' is reserved: `not:` starts a selector's exclusion"
+    ]
+
+
 def test_a_lever_table_naming_a_missing_class_is_refused() -> None:
     class Typo(Fine):
         levers: ClassVar[dict[str, str]] = {"speaks": f"{__name__}:Speak"}

@@ -32,6 +32,35 @@ def test_exclude_glob_leaves_the_us_out(inv: inventory.Inventory) -> None:
     assert _pick(inv, models=("mythos-5",), regions=("!us-*",)) == {("mythos-5", "eu-west-1")}
 
 
+@pytest.mark.parametrize("exclude", ["!us-*", "not:us-*"])
+def test_not_colon_excludes_like_a_bang_and_needs_no_quoting_in_bash(
+    inv: inventory.Inventory, exclude: str
+) -> None:
+    assert _pick(inv, models=("all",), regions=(exclude,)) == {
+        ("mythos-5", "eu-west-1"),
+        ("fable-5", "eu-west-1"),
+    }
+
+
+def test_not_colon_excludes_models_providers_and_target_ids_too(
+    inv: inventory.Inventory,
+) -> None:
+    assert _pick(inv, models=("not:fable-5",), regions=("not:us-*",)) == {("mythos-5", "eu-west-1")}
+    with pytest.raises(UsageError, match="matched no targets"):
+        _pick(inv, models=("all",), providers=("not:aws",))
+    assert _pick(inv, targets=("aws:*", "not:aws:aws-prod/us-*/ssm-flag/*")) == {
+        ("mythos-5", "eu-west-1"),
+        ("fable-5", "eu-west-1"),
+    }
+
+
+def test_a_mistyped_name_after_not_colon_is_still_an_error(inv: inventory.Inventory) -> None:
+    with pytest.raises(UsageError) as caught:
+        _pick(inv, models=("all",), regions=("not:eu-wst-1",))
+
+    assert "--region eu-wst-1: unknown (did you mean 'eu-west-1'?)" in str(caught.value)
+
+
 def test_all_beside_a_name_still_means_all(inv: inventory.Inventory) -> None:
     assert len(_pick(inv, models=("all", "mythos-5"))) == 6
 

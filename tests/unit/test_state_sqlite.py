@@ -1,12 +1,15 @@
-"""The SQLite store's lease lock: one holder, expiry, takeover and fencing."""
+"""The SQLite store's lease lock (one holder, expiry, takeover and fencing), and its file
+from an older release."""
 
 from __future__ import annotations
 
+import sqlite3
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from killswitch.domain import Step, StepResult
+from killswitch.domain import OpStatus, OpTiming, Step, StepResult
 from killswitch.errors import LeaseLost, LockHeld
 from killswitch.state.sqlite import SqliteStore
 from tests.support.clocks import AheadClock
@@ -63,3 +66,34 @@ def test_approvals_are_one_per_person(store: SqliteStore) -> None:
     store.add_approval("op-1", "alice")
 
     assert store.add_approval("op-1", "bob") == ["alice", "bob"]
+
+
+# The ops table as killswitch wrote it before ops kept their timing.
+OLD_OPS = """CREATE TABLE ops (
+  id TEXT PRIMARY KEY, action TEXT NOT NULL, desired TEXT NOT NULL, target_ids TEXT NOT NULL,
+  actor TEXT NOT NULL, reason TEXT NOT NULL, ticket TEXT, selector TEXT NOT NULL,
+  created_at TEXT NOT NULL, status TEXT NOT NULL, required_approvals INTEGER NOT NULL
+)"""
+
+
+def test_a_state_file_from_before_op_timing_opens_and_its_ops_load_without_it(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "state.db"
+    with sqlite3.connect(path) as db:
+        db.execute(OLD_OPS)
+        db.execute(
+            "INSERT INTO ops VALUES ('op-old', 'revoke', ?, ?, 'alice', 'order', NULL,"
+            " '--model mythos-5', '2025-06-01T00:00:00.000Z', 'complete', 0)",
+            ('{"posture": "revoked", "audience": []}', '["aws:aws-prod/eu-west-1/ssm-flag/m"]'),
+        )
+    db.close()
+
+    store = SqliteStore(path)
+    [old] = store.list_ops()
+    lease = store.acquire("alice", "op-old", ttl_seconds=30)
+    timing = OpTiming("2026-01-01T00:00:00.000Z", 1, 3.25, None, (("setup", 0.5),))
+    store.set_op_timing("op-old", timing, lease)
+
+    assert (old.id, old.status, old.timing) == ("op-old", OpStatus.COMPLETE, None)
+    assert store.get_op("op-old") == replace(old, timing=timing)
