@@ -9,8 +9,10 @@ from tests.support.faultproxy import FaultProxy, aws_error, for_action, for_regi
 
 QUICK_RETRY = {"attempts": 2, "max_seconds": 5, "base_seconds": 0.05}
 
-# Every fault here, with the calls made by threads and by worker processes.
-pytestmark = pytest.mark.usefixtures("fan_out")
+# The faults whose handling lives in the call itself (retries, timeouts, the whole-call
+# bound, the deadline, a lost reply, resume) run twice: with the calls made by threads
+# and by worker processes. The rest run once, with threads.
+both_modes = pytest.mark.usefixtures("fan_out")
 
 
 def test_one_failing_region_gives_exit_3_and_the_rest_is_revoked(
@@ -38,6 +40,7 @@ def test_one_failing_region_gives_exit_3_and_the_rest_is_revoked(
     assert proxy.count("PutParameter", "eu-central-1") == len(MODELS)
 
 
+@both_modes
 def test_ops_resume_finishes_a_partial_op(faulty_ws: Workspace, proxy: FaultProxy) -> None:
     ws = faulty_ws
     proxy.add(
@@ -75,6 +78,7 @@ def test_rerunning_the_same_command_resumes_the_partial_op(
     assert ws.posture("us-west-1", "mythos-5") == "revoked"
 
 
+@both_modes
 def test_throttling_is_retried_until_verified(faulty_ws: Workspace, proxy: FaultProxy) -> None:
     ws = faulty_ws
     throttle = proxy.add(
@@ -109,6 +113,7 @@ def test_server_errors_past_the_retry_budget_fail_the_target(
     assert proxy.count("PutParameter", "eu-west-1") == 3
 
 
+@both_modes
 def test_a_lost_reply_after_the_write_still_verifies(
     faulty_ws: Workspace, proxy: FaultProxy
 ) -> None:
@@ -126,6 +131,7 @@ def test_a_lost_reply_after_the_write_still_verifies(
     assert flag["_version"] == 1
 
 
+@both_modes
 def test_a_hanging_region_fails_on_its_timeout_and_the_rest_is_revoked(
     faulty_ws: Workspace, proxy: FaultProxy
 ) -> None:
@@ -146,6 +152,7 @@ def test_a_hanging_region_fails_on_its_timeout_and_the_rest_is_revoked(
     )
 
 
+@both_modes
 def test_a_region_that_drips_its_replies_fails_on_the_whole_call_bound_and_the_rest_is_revoked(
     faulty_ws: Workspace, proxy: FaultProxy
 ) -> None:
@@ -166,6 +173,7 @@ def test_a_region_that_drips_its_replies_fails_on_the_whole_call_bound_and_the_r
     )
 
 
+@both_modes
 def test_a_deadline_ends_the_op_on_time_even_while_a_write_hangs(
     faulty_ws: Workspace, proxy: FaultProxy, fan_out: str
 ) -> None:
@@ -175,7 +183,7 @@ def test_a_deadline_ends_the_op_on_time_even_while_a_write_hangs(
     hang = proxy.add(for_region("ap-southeast-2", "PutParameter"), fault="hold")
     # Worker processes start within the deadline too (an interpreter each, boto3 imported
     # afresh): on a loaded machine that takes seconds, so they get a longer one.
-    deadline = 6 if fan_out == "threads" else 20
+    deadline = 6 if fan_out == "threads" else 12
 
     result = ws.run(
         "revoke", "-m", "all", "--reason", "r", "--yes", "--deadline", str(deadline), "-o", "json"
