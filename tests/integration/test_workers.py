@@ -16,6 +16,7 @@ import yaml
 from killswitch import workers
 from tests.conftest import MODELS, NON_US, US, Workspace
 from tests.integration.test_kill_safety import (
+    EVERYWHERE,
     REVOKE_ALL,
     opening,
     postures,
@@ -95,7 +96,8 @@ def test_a_workers_retried_write_after_a_takeover_is_refused_by_its_fence(
     monkeypatch.setenv(workers.ENV, "2")
     ws = with_safety_inventory(faulty_ws, "sqlite:///./.killswitch/state.db")
     document = yaml.safe_load(ws.inventory.read_text())
-    document["policy"]["retry"] = {"attempts": 3, "max_seconds": 60, "base_seconds": 0.05}
+    # Retries enough to outlast the test: each held read costs one try (its 2 s bound).
+    document["policy"]["retry"] = {"attempts": 20, "max_seconds": 120, "base_seconds": 0.05}
     ws.inventory.write_text(yaml.safe_dump(document))
     assert ws.run(*REVOKE_ALL, "--reason", "export order").code == 0
     restore = request_restore(ws, "-m", "all")
@@ -103,11 +105,18 @@ def test_a_workers_retried_write_after_a_takeover_is_refused_by_its_fence(
     failing = proxy.add(
         lambda c: opening(c) and bob(c), **aws_error("InternalServerError", "hiccup", 500)
     )
-    retried = proxy.add(
-        lambda c: bob(c) and c.action == "GetParameter" and failing.fired > 0, fault="hold"
-    )
+    retrying: set[tuple[str | None, bytes]] = set()  # targets whose retry is reading
+
+    def retry_read(call: Call) -> bool:
+        if bob(call) and call.action == "GetParameter" and failing.fired > 0:
+            retrying.add((call.region, call.body))
+            return True
+        return False
+
+    retried = proxy.add(retry_read, fault="hold")
     approve = ws.spawn("approve", restore, "--yes", actor="bob")
-    wait_for(lambda: retried.fired > 0, "a retry of bob's restore", approve)
+    # Every target's first write failed and its retry reads (held): no write is in flight.
+    wait_for(lambda: len(retrying) == len(EVERYWHERE), "every target's retry", approve)
     frozen = worker_pids(approve.pid)
     assert len(frozen) == 2
     for pid in frozen:
