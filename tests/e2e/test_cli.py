@@ -9,13 +9,24 @@ import sys
 
 import pytest
 
-from tests.conftest import MODELS, NON_US, US, Workspace, killswitch_command, person
+from tests.conftest import (
+    MODELS,
+    NON_US,
+    US,
+    Result,
+    Workspace,
+    killswitch_command,
+    person,
+    shows_next_step,
+)
 from tests.support.faultproxy import FaultProxy, for_action
 from tests.support.processes import stderr_so_far, wait_for
 
 
 def _run(*args: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(  # type: ignore[call-overload, no-any-return]
+    """The installed command; like every CLI call of the suite, an exit but 0 and 64 must
+    name the next step."""
+    done: subprocess.CompletedProcess[str] = subprocess.run(  # type: ignore[call-overload]
         [killswitch_command(), *args],
         capture_output=True,
         text=True,
@@ -24,6 +35,9 @@ def _run(*args: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
         check=False,
         **kwargs,
     )
+    result = Result(done.returncode, done.stdout, done.stderr)
+    assert shows_next_step(result), f"exit {done.returncode} of {args} names no next step"
+    return done
 
 
 def test_help_does_not_import_cloud_sdks() -> None:

@@ -7,7 +7,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from tests.conftest import REGIONS, Workspace, killswitch_command
+from tests.conftest import REGIONS, Result, Workspace, killswitch_command, shows_next_step
 from tests.support.faultproxy import FaultProxy
 
 SECRET = "sk-test-9f8e7d6c5b4a-DO-NOT-LEAK"
@@ -15,7 +15,7 @@ SECRET = "sk-test-9f8e7d6c5b4a-DO-NOT-LEAK"
 
 def _run(ws: Workspace, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "AWS_SECRET_ACCESS_KEY": SECRET, "AWS_SESSION_TOKEN": SECRET + "-token"}
-    return subprocess.run(
+    done = subprocess.run(
         [killswitch_command(), "--inventory", str(ws.inventory), "--log-level", "debug", *args],
         capture_output=True,
         text=True,
@@ -24,6 +24,9 @@ def _run(ws: Workspace, *args: str) -> subprocess.CompletedProcess[str]:
         timeout=120,
         check=False,
     )
+    result = Result(done.returncode, done.stdout, done.stderr)
+    assert shows_next_step(result), f"exit {done.returncode} of {args} names no next step"
+    return done
 
 
 def test_secrets_never_reach_output_logs_state_or_flags(ws: Workspace) -> None:
