@@ -20,6 +20,8 @@ def for_report(report: Report, argv: Sequence[str]) -> str:
     status = report.status
     if status.exit_code in (0, 64):
         return ""
+    if report.message.startswith("next: "):  # the command knew better (plan: the apply)
+        return report.message.removeprefix("next: ")
     if status in (Outcome.PARTIAL, Outcome.RUNNING, Outcome.INTERRUPTED) and op:
         return f"killswitch ops resume {op}  # after fixing what failed (errors: above)"
     if status is Outcome.AWAITING_APPROVAL and op:

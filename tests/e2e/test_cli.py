@@ -278,3 +278,4 @@ def test_a_plan_with_changes_pending_prints_the_command_that_applies_it(ws: Work
     assert result.json()["message"] == (
         "next: killswitch revoke --model all --region '!us-*' --reason '…'"
     )
+    assert result.json()["next"] == "killswitch revoke --model all --region '!us-*' --reason '…'"
