@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from typing import TYPE_CHECKING
 
 import click
@@ -48,7 +49,7 @@ def inventory_validate(session: Session, /, reach: bool) -> int:
     if missing:
         raise InventoryError([f"{inv.path}: {m} (needed at run time)" for m in missing])
     problems = _unreachable(inv, targets, session.concurrency) if reach else {}
-    then = f"killswitch {' '.join(session.argv)}  # again, once what failed is fixed"
+    then = f"killswitch {shlex.join(session.argv)}  # again, once what failed is fixed"
     if session.output == "json":
         document: dict[str, object] = {
             "valid": True,
@@ -89,9 +90,15 @@ def _unreachable(
 
     problems: dict[str, list[str]] = {}
     try:
-        open_store(inv.state).lock_status()
+        store = open_store(inv.state)
+        try:
+            store.lock_status()
+        finally:
+            store.close()
     except KillswitchError as exc:
         problems["state"] = [str(exc)]
+    except Exception as exc:  # the store's own error, unclassified: still a finding
+        problems["state"] = [f"{type(exc).__name__}: {exc}"]
     sample = list({(t.provider, t.account, t.mechanism): t for t in targets}.values())
     seen = Fleet(inv, concurrency=concurrency).observe_all(sample)
     for target in sample:
