@@ -21,6 +21,7 @@ from killswitch.cli.session import (
 from killswitch.errors import UsageError
 
 if TYPE_CHECKING:
+    from killswitch.domain import Target
     from killswitch.engine import Switch
     from killswitch.runbook import Consent, Runbook, Runner, RunResult, StepOutcome, StepSpec
 
@@ -146,19 +147,20 @@ def _ask_once(consent: Consent) -> bool:
     """The run's one question: the confirm steps' words, then every change step's plan
     and the blast radius of them all (stderr); no terminal, no question (64)."""
     from killswitch import render
+    from killswitch.text import printable
 
     if not sys.stdin.isatty():
         raise UsageError("not a terminal, so nobody can confirm: add --yes (nothing was changed)")
     for question in consent.questions:
-        click.echo(question, err=True)
-    pending = []
+        click.echo(printable(question), err=True)
+    pending: dict[str, Target] = {}  # a target two steps change counts once
     for index, step, plan in consent.plans:
-        click.echo(f"\nstep {index + 1} [{step.kind}] {step.name}:", err=True)
+        click.echo("\n" + printable(f"step {index + 1} [{step.kind}] {step.name}:"), err=True)
         render.plan_preview(plan, sys.stderr)
-        pending += [c.target for c in plan.pending]
+        pending |= {c.target.id: c.target for c in plan.pending}
     for index, step, why in consent.skipped:
-        click.echo(f"\nstep {index + 1} [{step.kind}] {step.name}: {why}", err=True)
-    click.echo("\nthe whole run changes " + render.blast_radius(pending), err=True)
+        click.echo("\n" + printable(f"step {index + 1} [{step.kind}] {step.name}: {why}"), err=True)
+    click.echo("\nthe whole run changes " + render.blast_radius(pending.values()), err=True)
     changes = len(consent.plans)
     return click.confirm(
         f"run {consent.runbook} ({changes} change step{'' if changes == 1 else 's'}) now?",
@@ -180,7 +182,10 @@ class _StepHeaders:
         if self.log is not None:
             self.log.info("step started", step=index + 1, of=total, kind=step.kind, name=step.name)
         else:
-            click.echo(f"── step {index + 1}/{total} [{step.kind}] {step.name}", err=True)
+            from killswitch.text import printable
+
+            header = f"── step {index + 1}/{total} [{step.kind}] {step.name}"
+            click.echo(printable(header), err=True)
 
     def finished(self, outcome: StepOutcome) -> None:
         from killswitch.text import printable
