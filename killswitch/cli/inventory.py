@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shlex
 from typing import TYPE_CHECKING
 
 import click
@@ -49,7 +48,9 @@ def inventory_validate(session: Session, /, reach: bool) -> int:
     if missing:
         raise InventoryError([f"{inv.path}: {m} (needed at run time)" for m in missing])
     problems = _unreachable(inv, targets, session.concurrency) if reach else {}
-    then = f"killswitch {shlex.join(session.argv)}  # again, once what failed is fixed"
+    from killswitch.cli.nextstep import rerun
+
+    then = f"{rerun(session.argv)}  # again, once what failed is fixed"
     if session.output == "json":
         document: dict[str, object] = {
             "valid": True,

@@ -31,22 +31,22 @@ def for_report(report: Report, argv: Sequence[str]) -> str:
         return f"{shown}killswitch restore …  # a new request, with its own approvals"
     if status is Outcome.DRIFT:
         return (
-            _rerun(argv, add="--fix") + "  # re-closes what is more open than the ledger "
+            rerun(argv, add="--fix") + "  # re-closes what is more open than the ledger "
             "(--fix-open also requests restores for what is more closed)"
         )
     if status is Outcome.CHANGES_PENDING:
-        return _rerun(argv, drop="--dry-run")
+        return rerun(argv, drop="--dry-run")
     if status is Outcome.REFUSED:
         refused = next((r.target.id for r in report.rows if r.result == "unsupported"), "")
         leave_out = f" --target {shlex.quote('!' + refused)}" if refused else ""
-        return _rerun(argv) + leave_out + "  # leave out the targets that cannot take it"
+        return rerun(argv) + leave_out + "  # leave out the targets that cannot take it"
     if status is Outcome.PARTIAL and any(r.result == "not-effective" for r in report.rows):
         return (
-            _rerun(argv)
+            rerun(argv)
             + "  # after checking that the serving path of each not-effective target reads "
             "its flag (docs/probes.md)"
         )
-    return _rerun(argv) + "  # after fixing access to the targets under errors:"
+    return rerun(argv) + "  # after fixing access to the targets under errors:"
 
 
 def for_lock() -> str:
@@ -57,7 +57,7 @@ def for_lock() -> str:
 UNSAID = ("--notify",)
 
 
-def _rerun(argv: Sequence[str], *, add: str = "", drop: str = "") -> str:
+def rerun(argv: Sequence[str], *, add: str = "", drop: str = "") -> str:
     """The same command line again (as typed, quoted for the shell), adjusted; a flag
     that may carry a secret is left out with its value."""
     words: list[str] = []

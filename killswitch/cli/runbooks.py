@@ -227,12 +227,12 @@ def _finish_run(session: Session, result: RunResult, argv: tuple[str, ...]) -> i
 
 def _run_next_step(result: RunResult, argv: tuple[str, ...]) -> str:
     """What to run after a run that did not end with 0 (or 64)."""
-    import shlex
+    from killswitch.cli.nextstep import rerun
 
     if result.code in (0, 64):
         return ""
     if result.run_id is None:  # a dry run with changes pending: the same, for real
-        return "killswitch " + " ".join(shlex.quote(w) for w in argv if w != "--dry-run")
+        return rerun(argv, drop="--dry-run")
     resume = f"killswitch runbook resume {result.run_id}"
     stopped = result.stopped_by
     if stopped is not None and stopped.status == "awaiting-approval" and stopped.op:
